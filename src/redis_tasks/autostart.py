@@ -1,0 +1,100 @@
+"""Starting a background worker with the Django server, once per server process.
+
+A process is a server when it runs ``manage.py runserver`` (the reloader's child, or with
+``--noreload``) or when Django was set up by ``get_wsgi_application()`` /
+``get_asgi_application()``, which is how gunicorn, uvicorn, daphne, uWSGI and other servers load a
+project. Other management commands (migrate, shell, test, the worker itself) and plain scripts
+never start one. Turn it off per backend with ``"autostart": False`` (production with dedicated
+``redis_tasks_worker`` processes) or for a process with ``REDIS_TASKS_AUTOSTART=0``.
+"""
+
+from __future__ import annotations
+
+import atexit
+import logging
+import os
+import sys
+import threading
+from types import FrameType
+
+logger = logging.getLogger("redis_tasks")
+
+SERVER_ENTRY_POINTS = {
+    ("django.core.wsgi", "get_wsgi_application"),
+    ("django.core.asgi", "get_asgi_application"),
+}
+MANAGEMENT_PROGRAMS = {"manage.py", "django-admin", "django-admin.py", "__main__.py"}
+STOP_TIMEOUT = 5.0
+
+_lock = threading.Lock()
+_running: object | None = None  # the BackgroundWorker of this process
+
+
+def _called_from_server_entry_point(frame: FrameType | None) -> bool:
+    while frame is not None:
+        name = (frame.f_globals.get("__name__"), frame.f_code.co_name)
+        if name in SERVER_ENTRY_POINTS:
+            return True
+        frame = frame.f_back
+    return False
+
+
+def is_server_process(argv: list[str] | None = None, frame: FrameType | None = None) -> bool:
+    argv = sys.argv if argv is None else argv
+    program = os.path.basename(argv[0]) if argv else ""
+    if program in MANAGEMENT_PROGRAMS and len(argv) > 1:
+        if argv[1] != "runserver":
+            return False
+        # The autoreloader's parent only watches files; its child (RUN_MAIN) serves.
+        return os.environ.get("RUN_MAIN") == "true" or "--noreload" in argv
+    return _called_from_server_entry_point(frame or sys._getframe(1))
+
+
+def started() -> bool:
+    return _running is not None
+
+
+def maybe_start() -> bool:
+    """Start the background worker if this process is a server; return whether one runs."""
+    if os.environ.get("REDIS_TASKS_AUTOSTART", "").lower() in ("0", "false", "no", "off"):
+        return False
+    if not is_server_process(frame=sys._getframe(1)):
+        return False
+    return start()
+
+
+def start() -> bool:
+    global _running
+    from .runner import BackgroundWorker, redis_backends
+    from .worker import Worker
+
+    with _lock:
+        if _running is not None:
+            return True
+        backends = [b for b in redis_backends() if b.config.autostart and not list(b.check())]
+        if not backends:
+            return False
+        worker = Worker(backends, concurrency=max(b.config.concurrency for b in backends))
+        _running = BackgroundWorker(worker).start()
+    logger.info("Autostarted background worker %s in pid %d", worker.worker_id, os.getpid())
+    atexit.register(stop)
+    return True
+
+
+def stop() -> None:
+    global _running
+    with _lock:
+        running, _running = _running, None
+    if running is not None:
+        running.stop(STOP_TIMEOUT)  # type: ignore[attr-defined]
+
+
+def _after_fork_in_child() -> None:
+    """A forked server process (gunicorn --preload) gets its own worker thread."""
+    global _running
+    if _running is not None:
+        _running = None
+        start()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)

@@ -1,0 +1,121 @@
+"""``RedisBackend``: the Django task backend that stores tasks and results in Redis."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+from django.core import checks
+from django.core.exceptions import ImproperlyConfigured
+from django.utils.crypto import get_random_string
+
+from .compat import (
+    BaseTaskBackend,
+    TaskResult,
+    TaskResultDoesNotExist,
+    TaskResultStatus,
+    task_enqueued,
+)
+from .exceptions import ArgumentsNotSerializable
+from .options import BackendOptions, parse_options
+from .serialization import dumps, from_ms, result_from_hash, to_ms
+from .store import EnqueueRequest, TaskStore
+
+
+class RedisBackend(BaseTaskBackend):  # type: ignore[misc]
+    supports_defer = True
+    supports_async_task = True
+    supports_get_result = True
+    supports_priority = True
+
+    def __init__(self, alias: str, params: dict[str, Any]) -> None:
+        super().__init__(alias, params)
+        parsed, self._config_errors = parse_options(alias, params)
+        self.config: BackendOptions = parsed
+        # Without QUEUES any queue name is accepted; an empty set disables the framework's check.
+        self.queues = set(parsed.queues)
+        self.store = TaskStore(alias, parsed)
+
+    # --- configuration ------------------------------------------------------------------
+
+    def check(self, **kwargs: Any) -> Iterable[checks.CheckMessage]:
+        yield from super().check(**kwargs)
+        yield from self._config_errors
+
+    def _ensure_configured(self) -> None:
+        if self._config_errors:
+            problems = "; ".join(f"{e.msg} {e.hint}" for e in self._config_errors)
+            raise ImproperlyConfigured(f"{problems} (run `manage.py check` for details)")
+
+    # --- enqueue ------------------------------------------------------------------------
+
+    def _prepare(self, task: Any, args: Any, kwargs: Any) -> tuple[Any, EnqueueRequest]:
+        self._ensure_configured()
+        self.validate_task(task)
+        try:
+            result = TaskResult(
+                task=task,
+                id=get_random_string(32),
+                status=TaskResultStatus.READY,
+                enqueued_at=None,
+                started_at=None,
+                last_attempted_at=None,
+                finished_at=None,
+                args=list(args),
+                kwargs=dict(kwargs),
+                backend=self.alias,
+                errors=[],
+                worker_ids=[],
+            )
+            args_json, kwargs_json = dumps(result.args), dumps(result.kwargs)
+        except (TypeError, ValueError) as exc:
+            raise ArgumentsNotSerializable(
+                f"Arguments of task {task.module_path!r} cannot be stored as JSON: {exc}. "
+                "Pass only JSON types (str, int, float, bool, None, lists, dicts with str keys), "
+                "e.g. an object's primary key instead of the object. Nothing was queued."
+            ) from exc
+        request = EnqueueRequest(
+            task_id=result.id,
+            queue=task.queue_name,
+            priority=task.priority,
+            path=task.module_path,
+            args_json=args_json,
+            kwargs_json=kwargs_json,
+            takes_context=task.takes_context,
+            run_after_ms=None if task.run_after is None else to_ms(task.run_after),
+        )
+        return result, request
+
+    def _enqueued(self, result: Any, enqueued_ms: int) -> Any:
+        object.__setattr__(result, "enqueued_at", from_ms(str(enqueued_ms)))
+        return result
+
+    def enqueue(self, task: Any, args: Any, kwargs: Any) -> Any:
+        result, request = self._prepare(task, args, kwargs)
+        self._enqueued(result, self.store.enqueue(request))
+        task_enqueued.send(type(self), task_result=result)
+        return result
+
+    async def aenqueue(self, task: Any, args: Any, kwargs: Any) -> Any:
+        result, request = self._prepare(task, args, kwargs)
+        self._enqueued(result, await self.store.aenqueue(request))
+        await task_enqueued.asend(type(self), task_result=result)
+        return result
+
+    # --- results ------------------------------------------------------------------------
+
+    def _result(self, result_id: str, fields: dict[bytes, bytes]) -> Any:
+        if not fields:
+            raise TaskResultDoesNotExist(
+                f"No result {result_id!r} in task backend {self.alias!r} (never enqueued here, "
+                "or its result_ttl has passed)."
+            )
+        return result_from_hash(result_id, fields)
+
+    def get_result(self, result_id: str) -> Any:
+        self._ensure_configured()
+        return self._result(result_id, self.store.read(result_id))
+
+    async def aget_result(self, result_id: str) -> Any:
+        self._ensure_configured()
+        return self._result(result_id, await self.store.aread(result_id))

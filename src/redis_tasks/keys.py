@@ -1,0 +1,73 @@
+"""Every Redis key name of a backend instance, built here and nowhere else.
+
+All keys of one backend instance start with ``redis_tasks:{<namespace>}:``. The braces are a
+Redis Cluster hash tag: every key of the instance (every queue, every task) hashes to one slot,
+so each Lua script, which touches several queues and tasks at once, runs on a cluster too.
+The scripts build per-queue and per-task keys from the prefix and the suffixes below, which
+``scripts.py`` splices into their source, so a key's spelling lives only in this module.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+ROOT = "redis_tasks"
+
+# Suffixes, after the instance prefix.
+SEQUENCE = "seq"  # string: counter giving FIFO order within a priority
+QUEUES = "queues"  # set: every queue name that ever held a task
+READY = "ready:"  # + queue; sorted set: task id -> priority/sequence score
+DEFERRED = "deferred:"  # + queue; sorted set: task id -> run_after (ms, Redis clock)
+RUNNING = "running"  # sorted set: task id -> lease deadline (ms, Redis clock)
+EXPIRY = "expiry"  # sorted set: waiting task id -> dispatch deadline from `ttl` (ms)
+WAKE = "wake"  # list: one token per enqueue, idle workers BLPOP it
+DEAD = "dead"  # sorted set: ids of entries that could not be handled -> time moved aside
+TASK = "task:"  # + task id; hash: the task and its result
+
+
+def prefix_for(namespace: str) -> str:
+    return f"{ROOT}:{{{namespace}}}:"
+
+
+@dataclass(frozen=True)
+class Keys:
+    """The keys of one backend instance (one namespace)."""
+
+    namespace: str
+
+    @property
+    def prefix(self) -> str:
+        return prefix_for(self.namespace)
+
+    @property
+    def sequence(self) -> str:
+        return self.prefix + SEQUENCE
+
+    @property
+    def queues(self) -> str:
+        return self.prefix + QUEUES
+
+    @property
+    def running(self) -> str:
+        return self.prefix + RUNNING
+
+    @property
+    def expiry(self) -> str:
+        return self.prefix + EXPIRY
+
+    @property
+    def wake(self) -> str:
+        return self.prefix + WAKE
+
+    @property
+    def dead(self) -> str:
+        return self.prefix + DEAD
+
+    def ready(self, queue: str) -> str:
+        return self.prefix + READY + queue
+
+    def deferred(self, queue: str) -> str:
+        return self.prefix + DEFERRED + queue
+
+    def task(self, task_id: str) -> str:
+        return self.prefix + TASK + task_id

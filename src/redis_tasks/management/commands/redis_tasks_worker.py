@@ -1,0 +1,117 @@
+"""``manage.py redis_tasks_worker``: run a dedicated worker process."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import sys
+from typing import Any
+
+from django.core.exceptions import ImproperlyConfigured
+from django.core.management.base import BaseCommand, CommandError, CommandParser
+
+from redis_tasks.progress import show_progress
+from redis_tasks.runner import redis_backends
+from redis_tasks.worker import Worker
+
+
+def positive_int(value: str) -> int:
+    number = int(value)
+    if number < 1:
+        raise ValueError(value)
+    return number
+
+
+class Command(BaseCommand):
+    help = "Run a redis_tasks worker: claims and runs tasks of the RedisBackends in settings.TASKS."
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument(
+            "--backend", action="append", dest="backends", default=[], metavar="ALIAS",
+            help="Serve this backend alias (repeatable). Default: every RedisBackend.",
+        )
+        parser.add_argument(
+            "--queue", action="append", dest="queues", default=[], metavar="NAME",
+            help="Serve this queue name (repeatable). Default: the backend's QUEUES, or every "
+            "queue that holds tasks when QUEUES is not set.",
+        )
+        parser.add_argument(
+            "--concurrency", type=positive_int, default=None,
+            help="Tasks in flight at once in this process (async on the loop, sync in threads). "
+            "Default: the backend's 'concurrency' option (10).",
+        )
+        parser.add_argument(
+            "--burst", action="store_true",
+            help="Run every task that is due, then exit 0. Deferred tasks not yet due stay queued.",
+        )
+        parser.add_argument(
+            "--max-tasks", type=positive_int, default=None,
+            help="Exit after running this many tasks.",
+        )
+        parser.add_argument(
+            "--progress", action=argparse.BooleanOptionalAction, default=None,
+            help="Show a progress bar (default: in --burst mode when stderr is a terminal).",
+        )
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        try:
+            backends = redis_backends(options["backends"])
+        except ImproperlyConfigured as exc:
+            raise CommandError(str(exc)) from exc
+        if not backends:
+            raise CommandError("settings.TASKS has no RedisBackend to serve.")
+        for backend in backends:
+            if backend.queues:
+                unknown = set(options["queues"]) - backend.queues
+                if unknown:
+                    raise CommandError(
+                        f"Queue(s) {', '.join(sorted(unknown))} not in QUEUES of backend "
+                        f"{backend.alias!r} ({', '.join(sorted(backend.queues))})."
+                    )
+        self._configure_logging(options["verbosity"])
+        worker = Worker(
+            backends,
+            queues=options["queues"],
+            concurrency=options["concurrency"] or max(b.config.concurrency for b in backends),
+            burst=options["burst"],
+            max_tasks=options["max_tasks"],
+        )
+        progress = options["progress"]
+        if progress is None:
+            progress = options["burst"] and sys.stderr.isatty()
+        asyncio.run(self._run(worker, backends, progress))
+
+    async def _run(self, worker: Worker, backends: list[Any], progress: bool) -> None:
+        loop = asyncio.get_running_loop()
+
+        def on_signal(signum: int) -> None:
+            if worker.stopping:
+                self.stderr.write(f"Second {signal.Signals(signum).name}: exiting now; "
+                                  "leases return the running tasks to their queues.")
+                os._exit(1)
+            self.stderr.write(f"{signal.Signals(signum).name}: no new tasks are claimed; "
+                              "waiting for running tasks (signal again to exit now).")
+            worker.request_stop()
+
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(signum, on_signal, signum)
+        bar = asyncio.create_task(show_progress(worker, backends)) if progress else None
+        try:
+            await worker.run()
+        finally:
+            if bar is not None:
+                bar.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await bar
+
+    def _configure_logging(self, verbosity: int) -> None:
+        logger = logging.getLogger("redis_tasks")
+        if not logger.handlers and not logging.getLogger().handlers:
+            handler = logging.StreamHandler()
+            handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+            logger.addHandler(handler)
+        logger.setLevel(logging.DEBUG if verbosity > 1 else logging.INFO if verbosity else logging.WARNING)

@@ -1,0 +1,189 @@
+"""The validated options of one RedisBackend, read from its ``TASKS`` entry.
+
+Options may sit at the top level of the entry in lower case (``"maxsize": 64``) or inside
+``OPTIONS``. Problems are collected, not raised, so that Django's system checks can report all
+of them with ids and hints; using a backend whose options are invalid raises
+``ImproperlyConfigured`` with the same text.
+"""
+
+from __future__ import annotations
+
+import difflib
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import urlsplit
+
+from django.core import checks
+
+# Keys of a TASKS entry that belong to Django itself.
+FRAMEWORK_KEYS = frozenset({"BACKEND", "LOCATION", "QUEUES", "OPTIONS"})
+
+DEFAULT_LOCATION = "redis://localhost:6379/0"
+DEFAULT_RESULT_TTL = 24 * 3600
+DEFAULT_LEASE_TIMEOUT = 30.0
+DEFAULT_MAX_ATTEMPTS = 3
+DEFAULT_CONCURRENCY = 10
+SCHEMES = ("redis", "rediss", "unix")
+
+
+@dataclass(frozen=True)
+class BackendOptions:
+    """Every option, with its default. See docs/configuration.md for each."""
+
+    location: str = DEFAULT_LOCATION
+    namespace: str = ""
+    maxsize: int | None = None
+    ttl: float | None = None
+    result_ttl: int | None = DEFAULT_RESULT_TTL
+    lease_timeout: float = DEFAULT_LEASE_TIMEOUT
+    max_attempts: int = DEFAULT_MAX_ATTEMPTS
+    concurrency: int = DEFAULT_CONCURRENCY
+    autostart: bool = True
+    connection_options: dict[str, Any] = field(default_factory=dict)
+    queues: frozenset[str] = frozenset()  # empty: any queue name is accepted
+
+
+OPTION_NAMES = (
+    "queue_name",
+    "maxsize",
+    "ttl",
+    "result_ttl",
+    "lease_timeout",
+    "max_attempts",
+    "concurrency",
+    "autostart",
+    "connection_options",
+)
+
+
+def _positive_int_or_none(value: Any) -> bool:
+    return value is None or (type(value) is int and value > 0)
+
+
+def _positive_number_or_none(value: Any) -> bool:
+    return value is None or (type(value) in (int, float) and value > 0)
+
+
+def _positive_int(value: Any) -> bool:
+    return type(value) is int and value > 0
+
+
+def _positive_number(value: Any) -> bool:
+    return type(value) in (int, float) and value > 0
+
+
+def _namespace(value: Any) -> bool:
+    return isinstance(value, str) and bool(value) and not set(value) & set("{} \n\r\t")
+
+
+VALIDATORS: dict[str, tuple[Any, str]] = {
+    "queue_name": (_namespace, "a non-empty string without braces or whitespace"),
+    "maxsize": (_positive_int_or_none, "a positive integer, or None for no limit"),
+    "ttl": (_positive_number_or_none, "a positive number of seconds, or None to never expire"),
+    "result_ttl": (_positive_int_or_none, "a positive number of seconds, or None to keep forever"),
+    "lease_timeout": (_positive_number, "a positive number of seconds"),
+    "max_attempts": (_positive_int, "a positive integer"),
+    "concurrency": (_positive_int, "a positive integer"),
+    "autostart": (lambda v: isinstance(v, bool), "True or False"),
+    "connection_options": (lambda v: isinstance(v, dict), "a dict of redis-py connection arguments"),
+}
+
+
+def parse_options(alias: str, params: dict[str, Any]) -> tuple[BackendOptions, list[checks.CheckMessage]]:
+    """Read a TASKS entry; return the options and every problem found (as check messages)."""
+    errors: list[checks.CheckMessage] = []
+    where = f"TASKS[{alias!r}]"
+    raw: dict[str, Any] = {}
+
+    nested = params.get("OPTIONS", {})
+    if not isinstance(nested, dict):
+        errors.append(
+            checks.Error(
+                f"{where}['OPTIONS'] must be a dict, not {type(nested).__name__}.",
+                hint="Write OPTIONS as a dict, e.g. {'maxsize': 64}.",
+                id="redis_tasks.E002",
+            )
+        )
+        nested = {}
+
+    for source, items in (("top level", params), ("OPTIONS", nested)):
+        for key, value in items.items():
+            if source == "top level" and key in FRAMEWORK_KEYS:
+                continue
+            if key not in VALIDATORS:
+                close = difflib.get_close_matches(str(key).lower(), OPTION_NAMES, n=1)
+                hint = f"Did you mean {close[0]!r}? " if close else ""
+                errors.append(
+                    checks.Error(
+                        f"{where} has an unknown option {key!r} ({source}).",
+                        hint=f"{hint}Known options: {', '.join(OPTION_NAMES)}.",
+                        id="redis_tasks.E001",
+                    )
+                )
+                continue
+            if key in raw and raw[key] != value:
+                errors.append(
+                    checks.Error(
+                        f"{where} sets {key!r} both at the top level and in OPTIONS, differently.",
+                        hint="Set each option in one place only.",
+                        id="redis_tasks.E004",
+                    )
+                )
+                continue
+            valid, expected = VALIDATORS[key]
+            if not valid(value):
+                errors.append(
+                    checks.Error(
+                        f"{where} option {key!r} is {value!r}; it must be {expected}.",
+                        hint=f"Fix {key!r} in {where}.",
+                        id="redis_tasks.E002",
+                    )
+                )
+                continue
+            raw[key] = value
+
+    location = params.get("LOCATION", DEFAULT_LOCATION)
+    if not isinstance(location, str) or urlsplit(location).scheme not in SCHEMES:
+        errors.append(
+            checks.Error(
+                f"{where}['LOCATION'] is {location!r}; it must be a redis://, rediss:// or unix:// URL.",
+                hint="For example 'redis://localhost:6379/0' or 'rediss://user:password@host:6380/0'.",
+                id="redis_tasks.E003",
+            )
+        )
+        location = DEFAULT_LOCATION
+
+    queues: frozenset[str] = frozenset()
+    if "QUEUES" in params:
+        configured = params["QUEUES"]
+        if (
+            not isinstance(configured, list | tuple | set | frozenset)
+            or not configured
+            or not all(isinstance(q, str) and q and not set(q) & set("{} \n\r\t") for q in configured)
+        ):
+            errors.append(
+                checks.Error(
+                    f"{where}['QUEUES'] is {configured!r}; it must be a non-empty list of queue names "
+                    "(strings without braces or whitespace).",
+                    hint="Leave QUEUES out to accept any queue name.",
+                    id="redis_tasks.E005",
+                )
+            )
+        else:
+            queues = frozenset(configured)
+
+    options = BackendOptions(
+        location=location,
+        namespace=raw.pop("queue_name", alias),
+        queues=queues,
+        **raw,
+    )
+    if not _namespace(options.namespace):
+        errors.append(
+            checks.Error(
+                f"{where} alias {alias!r} cannot be used as the Redis namespace.",
+                hint="Set 'queue_name' to a string without braces or whitespace.",
+                id="redis_tasks.E002",
+            )
+        )
+    return options, errors

@@ -1,0 +1,233 @@
+"""The Redis data model of one backend instance: enqueue, claim, finish, renew and read.
+
+Every state change is one Lua script (see ``scripts.py``); the sync and asyncio twins of an
+operation build the same arguments and call the same script.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import redis
+import redis.asyncio
+
+from . import scripts
+from .connection import Connections, redacted
+from .exceptions import BackendUnavailable, QueueFull
+from .keys import Keys
+from .options import BackendOptions
+
+FINISHED = ("SUCCESSFUL", "FAILED")
+
+
+@dataclass(frozen=True)
+class EnqueueRequest:
+    """One task call, already validated and serialised."""
+
+    task_id: str
+    queue: str
+    priority: int
+    path: str
+    args_json: str
+    kwargs_json: str
+    takes_context: bool
+    run_after_ms: int | None
+
+
+@dataclass(frozen=True)
+class Claim:
+    """A task this worker now owns: the lease token and the stored hash."""
+
+    task_id: str
+    token: str
+    fields: dict[bytes, bytes]
+
+
+@dataclass(frozen=True)
+class ClaimBatch:
+    now_ms: int
+    next_due_ms: int | None
+    claims: list[Claim]
+
+
+class TaskStore:
+    def __init__(self, alias: str, options: BackendOptions) -> None:
+        self.alias = alias
+        self.options = options
+        self.keys = Keys(options.namespace)
+        self.connections = Connections(options.location, options.connection_options)
+        self._scripts: dict[tuple[int, str], Any] = {}
+
+    # --- plumbing -----------------------------------------------------------------------
+
+    def _script(self, client: Any, source: str) -> Any:
+        key = (id(client), source)
+        script = self._scripts.get(key)
+        if script is None:
+            script = self._scripts[key] = client.register_script(source)
+        return script
+
+    def unavailable(self, exc: redis.RedisError) -> BackendUnavailable:
+        return BackendUnavailable(
+            f"Redis for task backend {self.alias!r} at {redacted(self.options.location)} failed: "
+            f"{exc}. Nothing was changed; check that Redis is running and LOCATION is right."
+        )
+
+    # --- enqueue ------------------------------------------------------------------------
+
+    def _enqueue_call(self, request: EnqueueRequest) -> tuple[list[str], list[Any]]:
+        k, o = self.keys, self.options
+        key_list = [
+            k.task(request.task_id),
+            k.ready(request.queue),
+            k.deferred(request.queue),
+            k.queues,
+            k.sequence,
+            k.expiry,
+            k.wake,
+        ]
+        argv = [
+            k.prefix,
+            request.task_id,
+            request.queue,
+            request.priority,
+            "" if request.run_after_ms is None else request.run_after_ms,
+            "" if o.ttl is None else int(o.ttl * 1000),
+            "" if o.maxsize is None else o.maxsize,
+            request.path,
+            request.args_json,
+            request.kwargs_json,
+            "1" if request.takes_context else "0",
+            self.alias,
+        ]
+        return key_list, argv
+
+    def _enqueue_outcome(self, reply: list[int], request: EnqueueRequest) -> int:
+        if reply[0] == 1:
+            return int(reply[1])
+        if reply[0] == 0:
+            raise QueueFull(
+                f"Task backend {self.alias!r} is full: {reply[1]} tasks wait and its maxsize is "
+                f"{self.options.maxsize}. Nothing was queued; run more workers or raise 'maxsize'."
+            )
+        raise BackendUnavailable(f"task id {request.task_id!r} already exists; nothing was queued")
+
+    def enqueue(self, request: EnqueueRequest) -> int:
+        """Queue a task; return its enqueued_at in ms of the Redis clock."""
+        client = self.connections.sync
+        key_list, argv = self._enqueue_call(request)
+        try:
+            reply = self._script(client, scripts.ENQUEUE_SOURCE)(keys=key_list, args=argv)
+        except redis.RedisError as exc:
+            raise self.unavailable(exc) from exc
+        return self._enqueue_outcome(reply, request)
+
+    async def aenqueue(self, request: EnqueueRequest) -> int:
+        client = self.connections.aio
+        key_list, argv = self._enqueue_call(request)
+        try:
+            reply = await self._script(client, scripts.ENQUEUE_SOURCE)(keys=key_list, args=argv)
+        except redis.RedisError as exc:
+            raise self.unavailable(exc) from exc
+        return self._enqueue_outcome(reply, request)
+
+    # --- read ---------------------------------------------------------------------------
+
+    def read(self, task_id: str) -> dict[bytes, bytes]:
+        try:
+            return self.connections.sync.hgetall(self.keys.task(task_id))  # type: ignore[return-value]
+        except redis.RedisError as exc:
+            raise self.unavailable(exc) from exc
+
+    async def aread(self, task_id: str) -> dict[bytes, bytes]:
+        try:
+            return await self.connections.aio.hgetall(self.keys.task(task_id))  # type: ignore[no-any-return]
+        except redis.RedisError as exc:
+            raise self.unavailable(exc) from exc
+
+    def count_waiting(self, queues: Iterable[str] | None = None) -> dict[str, int]:
+        """Ready (including due deferred) and deferred task counts over the given queues."""
+        client = self.connections.sync
+        names = list(queues) if queues else sorted(q.decode() for q in client.smembers(self.keys.queues))  # type: ignore[union-attr]
+        pipe = client.pipeline(transaction=False)
+        for q in names:
+            pipe.zcard(self.keys.ready(q))
+            pipe.zcard(self.keys.deferred(q))
+        pipe.zcard(self.keys.running)
+        counts = pipe.execute()
+        return {
+            "ready": sum(counts[0:-1:2]),
+            "deferred": sum(counts[1:-1:2]),
+            "running": counts[-1],
+        }
+
+    # --- worker side --------------------------------------------------------------------
+
+    async def claim(
+        self, worker_id: str, count: int, queues: Sequence[str] = ()
+    ) -> ClaimBatch:
+        k, o = self.keys, self.options
+        reply = await self._script(self.connections.aio, scripts.CLAIM_SOURCE)(
+            keys=[k.running, k.expiry, k.queues, k.dead, k.wake],
+            args=[
+                k.prefix,
+                worker_id,
+                int(o.lease_timeout * 1000),
+                count,
+                o.max_attempts,
+                "" if o.result_ttl is None else o.result_ttl,
+                f"{worker_id}:{secrets.token_hex(4)}",
+                *queues,
+            ],
+        )
+        claims = []
+        for entry in reply[2:]:
+            flat = entry[2:]
+            claims.append(
+                Claim(
+                    task_id=entry[0].decode(),
+                    token=entry[1].decode(),
+                    fields=dict(zip(flat[::2], flat[1::2], strict=True)),
+                )
+            )
+        next_due = int(reply[1])
+        return ClaimBatch(int(reply[0]), None if next_due < 0 else next_due, claims)
+
+    def _finish_call(
+        self, claim: Claim, status: str, return_json: str | None, error_json: str | None
+    ) -> tuple[list[str], list[Any]]:
+        ttl = self.options.result_ttl
+        return (
+            [self.keys.task(claim.task_id), self.keys.running],
+            [claim.task_id, claim.token, status, return_json or "", error_json or "",
+             "" if ttl is None else ttl],
+        )
+
+    def finish(
+        self, claim: Claim, status: str, return_json: str | None = None, error_json: str | None = None
+    ) -> int:
+        """Store the outcome; return finished_at in ms, or 0 if the lease was lost (rejected)."""
+        key_list, argv = self._finish_call(claim, status, return_json, error_json)
+        return int(self._script(self.connections.sync, scripts.FINISH_SOURCE)(keys=key_list, args=argv))
+
+    async def afinish(
+        self, claim: Claim, status: str, return_json: str | None = None, error_json: str | None = None
+    ) -> int:
+        key_list, argv = self._finish_call(claim, status, return_json, error_json)
+        script = self._script(self.connections.aio, scripts.FINISH_SOURCE)
+        return int(await script(keys=key_list, args=argv))
+
+    def renew(self, client: redis.Redis, leases: dict[str, str]) -> list[str]:
+        """Extend the leases still held; return the ids whose lease was taken."""
+        argv: list[Any] = [self.keys.prefix, int(self.options.lease_timeout * 1000)]
+        for task_id, token in leases.items():
+            argv += [task_id, token]
+        lost = self._script(client, scripts.RENEW_SOURCE)(keys=[self.keys.running], args=argv)
+        return [x.decode() for x in lost]
+
+    async def wait_for_work(self, timeout: float) -> None:
+        """Block until an enqueue signals new work, or ``timeout`` seconds pass."""
+        await self.connections.aio.blpop([self.keys.wake], timeout=max(timeout, 0.001))

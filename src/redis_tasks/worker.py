@@ -1,0 +1,268 @@
+"""The worker runtime: one consumer coroutine per backend, a shared capacity, a lease heartbeat.
+
+Shape (after SAQ): consumers claim up to the free capacity in one script call, start each task
+(async on the loop, sync in our own thread pool), and when nothing is due block on the
+backend's wake list until an enqueue or the next deferred task's due time. One stop event ends
+claiming; running tasks are then awaited. Leases are renewed from a thread with its own Redis
+connections, so neither a busy event loop nor CPU-bound sync tasks can starve them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import secrets
+import socket
+import threading
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import TYPE_CHECKING
+
+import redis
+
+from . import execution
+from .exceptions import InvalidTaskPayload
+
+if TYPE_CHECKING:
+    from .backend import RedisBackend
+    from .store import Claim
+
+logger = logging.getLogger("redis_tasks")
+
+IDLE_WAIT_MAX = 1.0  # seconds an idle consumer blocks before sweeping expired tasks and leases
+BACKOFF_MAX = 5.0
+
+
+def new_worker_id() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
+
+
+class Worker:
+    def __init__(
+        self,
+        backends: Sequence[RedisBackend],
+        *,
+        queues: Sequence[str] = (),
+        concurrency: int = 10,
+        burst: bool = False,
+        max_tasks: int | None = None,
+        worker_id: str | None = None,
+        on_task_done: Callable[[], None] | None = None,
+    ) -> None:
+        if not backends:
+            raise ValueError("a worker needs at least one RedisBackend")
+        self.backends = list(backends)
+        self.queues = list(queues)
+        self.concurrency = concurrency
+        self.burst = burst
+        self.max_tasks = max_tasks
+        self.worker_id = worker_id or new_worker_id()
+        self.on_task_done = on_task_done
+        self.tasks_done = 0
+        self._claimed = 0
+        self._free = concurrency
+        self._leases: dict[str, dict[str, str]] = {b.alias: {} for b in self.backends}
+        self._leases_lock = threading.Lock()
+        self._running: set[asyncio.Task[None]] = set()
+        self._stopping: asyncio.Event | None = None
+        self._capacity: asyncio.Condition | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    # --- control ------------------------------------------------------------------------
+
+    def request_stop(self) -> None:
+        """Stop claiming; running tasks finish. Safe to call from any thread."""
+        loop = self._loop
+        if loop is not None and not loop.is_closed():
+            loop.call_soon_threadsafe(lambda: loop.create_task(self._stop()))
+
+    async def _stop(self) -> None:
+        assert self._stopping is not None and self._capacity is not None
+        self._stopping.set()
+        async with self._capacity:
+            self._capacity.notify_all()
+
+    @property
+    def stopping(self) -> bool:
+        return self._stopping is not None and self._stopping.is_set()
+
+    async def run(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._stopping = asyncio.Event()
+        self._capacity = asyncio.Condition()
+        executor = ThreadPoolExecutor(self.concurrency, thread_name_prefix="redis-tasks")
+        heartbeat_stop = threading.Event()
+        heartbeat = threading.Thread(
+            target=self._heartbeat, args=(heartbeat_stop,), name="redis-tasks-heartbeat", daemon=True
+        )
+        heartbeat.start()
+        logger.info(
+            "Worker %s started: backends %s, queues %s, concurrency %d",
+            self.worker_id,
+            ", ".join(b.alias for b in self.backends),
+            ", ".join(self.queues) or "all",
+            self.concurrency,
+        )
+        try:
+            consumers = [asyncio.create_task(self._consume(b, executor)) for b in self.backends]
+            await asyncio.gather(*consumers)
+            if self._running:
+                await asyncio.gather(*self._running, return_exceptions=True)
+        finally:
+            heartbeat_stop.set()
+            executor.shutdown(wait=True)
+            heartbeat.join()
+            for backend in self.backends:
+                await backend.store.connections.aclose()
+        logger.info("Worker %s stopped after %d tasks", self.worker_id, self.tasks_done)
+
+    # --- consuming ----------------------------------------------------------------------
+
+    def _queues_for(self, backend: RedisBackend) -> list[str]:
+        if self.queues:
+            return self.queues
+        return sorted(backend.queues)  # empty: every queue that holds tasks
+
+    async def _reserve(self) -> int:
+        """Wait for free capacity and take all of it (bounded by --max-tasks)."""
+        assert self._capacity is not None and self._stopping is not None
+        async with self._capacity:
+            await self._capacity.wait_for(lambda: self._free > 0 or self.stopping)
+            if self.stopping:
+                return 0
+            count = self._free
+            if self.max_tasks is not None:
+                count = min(count, self.max_tasks - self._claimed)
+            self._free -= count
+            self._claimed += count
+            return count
+
+    async def _release(self, count: int, *, unclaimed: bool = False) -> None:
+        """Give back capacity; ``unclaimed`` when no task was claimed with it either."""
+        assert self._capacity is not None
+        if unclaimed:
+            self._claimed -= count
+        if count:
+            async with self._capacity:
+                self._free += count
+                self._capacity.notify_all()
+
+    async def _consume(self, backend: RedisBackend, executor: ThreadPoolExecutor) -> None:
+        assert self._stopping is not None
+        store = backend.store
+        queues = self._queues_for(backend)
+        mine: set[asyncio.Task[None]] = set()
+        backoff = 0.1
+        while not self.stopping:
+            count = await self._reserve()
+            if count == 0:
+                if not self.stopping:  # --max-tasks reached: the other consumers stop too
+                    await self._stop()
+                break
+            try:
+                batch = await store.claim(self.worker_id, count, queues)
+            except (redis.RedisError, OSError) as exc:
+                await self._release(count, unclaimed=True)
+                logger.warning(
+                    "Worker %s: Redis of backend %r failed (%s); retrying in %.1fs",
+                    self.worker_id, backend.alias, exc, backoff,
+                )
+                await self._sleep(backoff)
+                backoff = min(backoff * 2, BACKOFF_MAX)
+                continue
+            backoff = 0.1
+            await self._release(count - len(batch.claims), unclaimed=True)
+            for claim in batch.claims:
+                job = asyncio.create_task(self._execute(backend, claim, executor))
+                mine.add(job)
+                self._running.add(job)
+                job.add_done_callback(mine.discard)
+                job.add_done_callback(self._running.discard)
+            if batch.claims:
+                continue
+            if self.burst:
+                if not mine:
+                    break
+                await asyncio.wait(mine, return_when=asyncio.FIRST_COMPLETED)
+                continue
+            timeout = IDLE_WAIT_MAX
+            if batch.next_due_ms is not None:
+                timeout = min(timeout, max(batch.next_due_ms - batch.now_ms, 1) / 1000)
+            await self._wait_for_work(backend, timeout)
+
+    async def _sleep(self, seconds: float) -> None:
+        assert self._stopping is not None
+        try:
+            await asyncio.wait_for(self._stopping.wait(), seconds)
+        except TimeoutError:
+            pass
+
+    async def _wait_for_work(self, backend: RedisBackend, timeout: float) -> None:
+        assert self._stopping is not None
+        waiter = asyncio.create_task(backend.store.wait_for_work(timeout))
+        stopper = asyncio.create_task(self._stopping.wait())
+        done, _ = await asyncio.wait({waiter, stopper}, return_when=asyncio.FIRST_COMPLETED)
+        for pending in (waiter, stopper):
+            if pending not in done:
+                pending.cancel()
+        await asyncio.gather(waiter, stopper, return_exceptions=True)
+        if waiter in done and waiter.exception() is not None:
+            exc = waiter.exception()
+            logger.warning("Worker %s: waiting on Redis failed: %s", self.worker_id, exc)
+            await self._sleep(0.5)
+
+    # --- running ------------------------------------------------------------------------
+
+    async def _execute(self, backend: RedisBackend, claim: Claim, executor: ThreadPoolExecutor) -> None:
+        with self._leases_lock:
+            self._leases[backend.alias][claim.task_id] = claim.token
+        try:
+            try:
+                result = execution.prepare(claim)
+            except InvalidTaskPayload as exc:
+                await execution.fail_unrunnable(backend, claim, exc)
+                return
+            if execution.is_async(result):
+                await execution.run_async(backend, claim, result)
+            else:
+                loop = asyncio.get_running_loop()
+                await loop.run_in_executor(executor, execution.run_sync, backend, claim, result)
+        except Exception:
+            logger.exception(
+                "Worker %s: could not store the outcome of task %s; its lease will return it",
+                self.worker_id, claim.task_id,
+            )
+        finally:
+            with self._leases_lock:
+                self._leases[backend.alias].pop(claim.task_id, None)
+            self.tasks_done += 1
+            if self.on_task_done is not None:
+                self.on_task_done()
+            await self._release(1)
+
+    # --- leases -------------------------------------------------------------------------
+
+    def _heartbeat(self, stop: threading.Event) -> None:
+        clients = {b.alias: b.store.connections.new_sync() for b in self.backends}
+        interval = min(b.config.lease_timeout for b in self.backends) / 3
+        try:
+            while not stop.wait(interval):
+                for backend in self.backends:
+                    with self._leases_lock:
+                        leases = dict(self._leases[backend.alias])
+                    if not leases:
+                        continue
+                    try:
+                        lost = backend.store.renew(clients[backend.alias], leases)
+                    except redis.RedisError as exc:
+                        logger.warning("Worker %s: lease renewal failed: %s", self.worker_id, exc)
+                        continue
+                    for task_id in lost:
+                        logger.warning(
+                            "Worker %s lost the lease of task %s; its outcome will be discarded",
+                            self.worker_id, task_id,
+                        )
+        finally:
+            for client in clients.values():
+                client.close()

@@ -1,0 +1,61 @@
+"""Settings of the test project. The Redis port is chosen here once and passed on to child
+processes through the environment, so a worker started by a test talks to the suite's server."""
+
+from __future__ import annotations
+
+import os
+
+from tests.redis_server import free_port
+
+try:
+    import django.tasks  # noqa: F401
+
+    FRAMEWORK_APPS: list[str] = []
+    IMMEDIATE = "django.tasks.backends.immediate.ImmediateBackend"
+except ImportError:
+    FRAMEWORK_APPS = ["django_tasks"]
+    IMMEDIATE = "django_tasks.backends.immediate.ImmediateBackend"
+
+PORT = os.environ.setdefault("REDIS_TASKS_TEST_PORT", str(free_port()))
+REDIS_URL = f"redis://127.0.0.1:{PORT}"
+
+SECRET_KEY = "tests-only"
+DEBUG = False
+USE_TZ = True
+TIME_ZONE = "UTC"
+ALLOWED_HOSTS = ["*"]
+ROOT_URLCONF = "tests.urls"
+INSTALLED_APPS = [
+    "django.contrib.contenttypes",
+    "django.contrib.auth",
+    *FRAMEWORK_APPS,
+    "redis_tasks",
+]
+DATABASES = {"default": {"ENGINE": "django.db.backends.sqlite3", "NAME": ":memory:"}}
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+TASKS = {
+    # The configuration of the README, exactly (but for the port).
+    "default": {
+        "BACKEND": "redis_tasks.backend.RedisBackend",
+        "LOCATION": f"{REDIS_URL}/12",
+        "maxsize": 64,
+        "ttl": 3600,
+        "queue_name": "task_queue",
+    },
+    # A second instance on the same Redis database, with QUEUES enforced and OPTIONS nested.
+    "other": {
+        "BACKEND": "redis_tasks.backend.RedisBackend",
+        "LOCATION": f"{REDIS_URL}/12",
+        "QUEUES": ["default", "high"],
+        "OPTIONS": {"queue_name": "other_ns", "result_ttl": 600},
+    },
+    "immediate": {"BACKEND": IMMEDIATE},
+}
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "handlers": {"console": {"class": "logging.StreamHandler"}},
+    "loggers": {"redis_tasks": {"handlers": ["console"], "level": "WARNING"}},
+}

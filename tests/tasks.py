@@ -1,0 +1,110 @@
+"""Module-level tasks used by the tests (the framework requires module-level functions)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from redis_tasks.compat import task
+
+
+@task()
+def calculate_meaning_of_life() -> int:
+    return 42
+
+
+@task(priority=10, queue_name="alternate")
+async def nudge_nudge_wink_wink() -> list[str]:
+    return ["say", "no", "more"]
+
+
+@task()
+def add(a: int, b: int) -> int:
+    return a + b
+
+
+@task()
+async def async_add(a: int, b: int) -> int:
+    await asyncio.sleep(0)
+    return a + b
+
+
+@task()
+def echo(*args: Any, **kwargs: Any) -> dict[str, Any]:
+    return {"args": list(args), "kwargs": kwargs}
+
+
+@task()
+def record(path: str, label: str) -> str:
+    """Append a line to a file: an order of execution independent of Redis."""
+    with open(path, "a") as f:
+        f.write(label + "\n")
+    return label
+
+
+@task()
+def fail(message: str = "boom") -> None:
+    raise ValueError(message)
+
+
+@task()
+def exit_task() -> None:
+    raise SystemExit(3)
+
+
+@task()
+def unserializable_return() -> object:
+    return object()
+
+
+@task(takes_context=True)
+def with_context(context: Any, value: int) -> dict[str, Any]:
+    return {"id": context.task_result.id, "attempt": context.attempt, "value": value}
+
+
+# Concurrency probes: each call waits until `parties` calls are running at once, so a test
+# passes only if the worker really runs that many at the same time.
+_sync_barriers: dict[str, threading.Barrier] = {}
+_sync_lock = threading.Lock()
+
+
+@task()
+def sync_rendezvous(name: str, parties: int) -> str:
+    with _sync_lock:
+        barrier = _sync_barriers.setdefault(name, threading.Barrier(parties))
+    barrier.wait(timeout=10)
+    return threading.current_thread().name
+
+
+_async_arrivals: dict[str, int] = {}
+_async_events: dict[str, asyncio.Event] = {}
+
+
+@task()
+async def async_rendezvous(name: str, parties: int) -> int:
+    event = _async_events.setdefault(name, asyncio.Event())
+    _async_arrivals[name] = _async_arrivals.get(name, 0) + 1
+    if _async_arrivals[name] >= parties:
+        event.set()
+    await asyncio.wait_for(event.wait(), 10)
+    return _async_arrivals[name]
+
+
+@task()
+def wait_for_file(started: str, release: str) -> str:
+    """Signal that it started, then run until the test creates `release`."""
+    Path(started).write_text(str(os.getpid()))
+    deadline = time.monotonic() + 30
+    while not Path(release).exists():
+        if time.monotonic() > deadline:
+            raise TimeoutError("release file never appeared")
+        time.sleep(0.01)
+    return "released"
+
+
+def not_a_task() -> str:
+    return "should never run"
