@@ -1,0 +1,230 @@
+"""The backend API: enqueue and results, sync and async, against the real Redis."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from datetime import timedelta
+from typing import Any
+
+import pytest
+import redis
+from django.utils import timezone
+
+from redis_tasks.backend import RedisBackend
+from redis_tasks.compat import (
+    TaskResultDoesNotExist,
+    TaskResultStatus,
+    task_backends,
+    task_enqueued,
+)
+from redis_tasks.exceptions import ArgumentsNotSerializable, BackendUnavailable, QueueFull
+from redis_tasks.keys import Keys
+from tests import tasks
+from tests.helpers import burst, wait_until
+from tests.redis_server import free_port
+
+
+def test_enqueue_returns_a_ready_result_with_the_redis_clock_time(clean_redis: redis.Redis) -> None:
+    seconds, micros = clean_redis.time()
+    result = tasks.add.enqueue(1, 2)
+    assert result.status == TaskResultStatus.READY
+    assert len(result.id) == 32
+    assert result.enqueued_at is not None
+    assert abs(result.enqueued_at.timestamp() - (seconds + micros / 1e6)) < 1
+    assert (result.args, result.kwargs, result.backend) == ([1, 2], {}, "default")
+
+
+def test_get_result_reads_back_every_field() -> None:
+    result = tasks.echo.using(priority=7, queue_name="q1").enqueue(1, "two", [3], key={"a": None})
+    stored = task_backends["default"].get_result(result.id)
+    assert stored.id == result.id
+    assert stored.status == TaskResultStatus.READY
+    assert stored.task.func is tasks.echo.func
+    assert (stored.task.priority, stored.task.queue_name) == (7, "q1")
+    assert stored.args == [1, "two", [3]] and stored.kwargs == {"key": {"a": None}}
+    assert stored.enqueued_at == result.enqueued_at
+    assert stored.started_at is None and stored.finished_at is None
+    assert stored.errors == [] and stored.worker_ids == []
+
+    burst()
+    done = tasks.echo.get_result(result.id)
+    assert done.status == TaskResultStatus.SUCCESSFUL
+    assert done.return_value == {"args": [1, "two", [3]], "kwargs": {"key": {"a": None}}}
+    assert done.enqueued_at <= done.started_at <= done.last_attempted_at <= done.finished_at
+    assert len(done.worker_ids) == 1 and done.attempts == 1
+
+
+def test_failed_result_keeps_the_error_class_and_full_traceback() -> None:
+    result = tasks.fail.enqueue("kaput")
+    burst()
+    result.refresh()
+    assert result.status == TaskResultStatus.FAILED
+    [error] = result.errors
+    assert error.exception_class_path == "builtins.ValueError"
+    assert error.exception_class is ValueError
+    assert "Traceback (most recent call last)" in error.traceback
+    assert 'raise ValueError(message)' in error.traceback and "kaput" in error.traceback
+    with pytest.raises(ValueError, match="Task failed"):
+        result.return_value  # noqa: B018
+
+
+def test_unknown_id_raises_TaskResultDoesNotExist() -> None:
+    with pytest.raises(TaskResultDoesNotExist):
+        task_backends["default"].get_result("nope")
+
+
+async def test_async_unknown_id_raises_TaskResultDoesNotExist() -> None:
+    with pytest.raises(TaskResultDoesNotExist):
+        await task_backends["default"].aget_result("nope")
+
+
+async def test_aenqueue_and_aget_result_use_the_asyncio_client(settings: Any) -> None:
+    backend = RedisBackend("default", settings.TASKS["default"])  # no client made yet
+    received: list[Any] = []
+
+    def receiver(sender: Any, task_result: Any, **kwargs: Any) -> None:
+        received.append(task_result)
+
+    task_enqueued.connect(receiver)
+    try:
+        result = await backend.aenqueue(tasks.async_add, [2, 3], {})
+    finally:
+        task_enqueued.disconnect(receiver)
+    stored = await backend.aget_result(result.id)
+    assert asyncio.get_running_loop() in backend.store.connections._async
+    assert backend.store.connections._sync is None, "the sync client was used"
+    assert stored.args == [2, 3] and stored.status == TaskResultStatus.READY
+    assert stored.enqueued_at == result.enqueued_at
+    assert [r.id for r in received] == [result.id]
+
+
+def test_task_enqueued_signal_is_sent() -> None:
+    received: list[Any] = []
+
+    def receiver(sender: Any, task_result: Any, **kwargs: Any) -> None:
+        received.append(task_result)
+
+    task_enqueued.connect(receiver)
+    try:
+        result = tasks.add.enqueue(1, 1)
+    finally:
+        task_enqueued.disconnect(receiver)
+    assert [r.id for r in received] == [result.id]
+
+
+def test_results_are_kept_for_result_ttl(clean_redis: redis.Redis) -> None:
+    default = tasks.add.enqueue(1, 1)
+    other = tasks.add.using(backend="other").enqueue(1, 1)
+    assert clean_redis.ttl(Keys("task_queue").task(default.id)) == -1  # waiting: never expires
+    burst("default", "other")
+    assert 86390 < clean_redis.ttl(Keys("task_queue").task(default.id)) <= 86400
+    assert 590 < clean_redis.ttl(Keys("other_ns").task(other.id)) <= 600
+
+
+def test_arguments_that_are_not_json_are_rejected_before_anything_is_written(
+    clean_redis: redis.Redis,
+) -> None:
+    with pytest.raises(ArgumentsNotSerializable, match="cannot be stored as JSON"):
+        tasks.echo.enqueue(object())
+    with pytest.raises(ArgumentsNotSerializable):
+        tasks.echo.enqueue(float("nan"))
+    assert clean_redis.keys("*") == []
+
+
+def test_maxsize_raises_QueueFull_and_writes_nothing(clean_redis: redis.Redis) -> None:
+    for i in range(64):
+        tasks.add.using(queue_name=f"q{i % 3}").enqueue(i, 0)
+    tasks.add.using(run_after=timezone.now() + timedelta(hours=1))  # not enqueued: no effect
+    before = {k: clean_redis.type(k) for k in clean_redis.keys("*")}
+    with pytest.raises(QueueFull, match="'default' is full: 64 tasks wait and its maxsize is 64"):
+        tasks.add.enqueue(1, 2)
+    assert {k: clean_redis.type(k) for k in clean_redis.keys("*")} == before
+    burst()
+    tasks.add.enqueue(1, 2)  # room again once tasks ran
+
+
+def test_maxsize_counts_deferred_tasks() -> None:
+    later = timezone.now() + timedelta(hours=1)
+    for _ in range(64):
+        tasks.add.using(run_after=later).enqueue(1, 1)
+    with pytest.raises(QueueFull):
+        tasks.add.enqueue(1, 1)
+
+
+def test_maxsize_holds_under_concurrent_enqueuers() -> None:
+    outcomes: list[str] = []
+    lock = threading.Lock()
+    start = threading.Barrier(8)
+
+    def enqueue_many() -> None:
+        start.wait()
+        for _ in range(20):
+            try:
+                tasks.add.enqueue(1, 1)
+                outcome = "ok"
+            except QueueFull:
+                outcome = "full"
+            with lock:
+                outcomes.append(outcome)
+
+    threads = [threading.Thread(target=enqueue_many) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert outcomes.count("ok") == 64
+    assert outcomes.count("full") == 8 * 20 - 64
+
+
+def test_enqueue_with_redis_unreachable_raises_BackendUnavailable_quickly() -> None:
+    # A port nothing listens on: the connection is refused at once.
+    backend = RedisBackend(
+        "default", {"BACKEND": "x", "LOCATION": f"redis://127.0.0.1:{free_port()}/0"}
+    )
+    with pytest.raises(BackendUnavailable, match="Nothing was changed"):
+        backend.enqueue(tasks.add, [1, 2], {})
+
+
+def test_backend_instances_never_see_each_others_tasks(clean_redis: redis.Redis) -> None:
+    mine = tasks.add.enqueue(1, 2)
+    theirs = tasks.add.using(backend="other").enqueue(3, 4)
+    with pytest.raises(TaskResultDoesNotExist):
+        task_backends["other"].get_result(mine.id)
+    with pytest.raises(TaskResultDoesNotExist):
+        task_backends["default"].get_result(theirs.id)
+    worker = burst("other")
+    assert worker.tasks_done == 1
+    mine.refresh()
+    theirs.refresh()
+    assert (mine.status, theirs.status) == (TaskResultStatus.READY, TaskResultStatus.SUCCESSFUL)
+
+
+def test_every_key_lives_under_the_namespace_with_a_hash_tag(clean_redis: redis.Redis) -> None:
+    tasks.add.enqueue(1, 2)
+    tasks.add.using(run_after=timezone.now() + timedelta(hours=1)).enqueue(1, 2)
+    tasks.add.using(backend="other").enqueue(1, 2)
+    burst("other")
+    found = sorted(k.decode() for k in clean_redis.keys("*"))
+    assert found, "nothing written"
+    assert all(
+        k.startswith("redis_tasks:{task_queue}:") or k.startswith("redis_tasks:{other_ns}:") for k in found
+    ), found
+
+
+def test_ttl_expires_tasks_not_dispatched_in_time(settings: Any) -> None:
+    settings.TASKS = {
+        "default": {"BACKEND": "redis_tasks.backend.RedisBackend",
+                    "LOCATION": f"{settings.REDIS_URL}/12", "ttl": 0.05},
+    }
+    result = tasks.add.enqueue(1, 2)
+    client = task_backends["default"].store.connections.sync
+    deadline = result.enqueued_at.timestamp() + 0.05
+    wait_until(lambda: (lambda t: t[0] + t[1] / 1e6)(client.time()) > deadline)  # Redis clock
+    worker = burst()
+    assert worker.tasks_done == 0
+    result.refresh()
+    assert result.status == TaskResultStatus.FAILED
+    [error] = result.errors
+    assert error.exception_class_path == "redis_tasks.exceptions.TaskExpired"
+    assert result.worker_ids == []

@@ -1,0 +1,86 @@
+"""The worker as users run it: `manage.py redis_tasks_worker` in its own process, real signals."""
+
+from __future__ import annotations
+
+import signal
+from pathlib import Path
+from typing import Any
+
+from redis_tasks.compat import TaskResultStatus
+from tests import tasks
+from tests.helpers import manage, wait_until
+
+
+def refreshed(result: Any) -> Any:
+    result.refresh()
+    return result
+
+
+def test_burst_worker_process_runs_tasks_and_exits_0() -> None:
+    results = [tasks.add.enqueue(i, 1) for i in range(20)]
+    results += [tasks.async_add.enqueue(i, 2) for i in range(20)]
+    proc = manage("redis_tasks_worker", "--burst", "--concurrency", "4")
+    out, _ = proc.communicate(timeout=60)
+    assert proc.returncode == 0, out
+    assert [refreshed(r).return_value for r in results] == [i + 1 for i in range(20)] + [
+        i + 2 for i in range(20)
+    ]
+    assert all(r.worker_ids[0].split(":")[1] == str(proc.pid) for r in results)
+
+
+def test_progress_bar_in_burst_mode() -> None:
+    for i in range(30):
+        tasks.add.enqueue(i, 1)
+    proc = manage("redis_tasks_worker", "--burst", "--progress")
+    out, _ = proc.communicate(timeout=60)
+    assert proc.returncode == 0, out
+    assert "30/30 tasks" in out and "/s" in out and "ETA" in out
+
+
+def test_max_tasks_process_exits_after_n() -> None:
+    results = [tasks.add.enqueue(i, 1) for i in range(6)]
+    proc = manage("redis_tasks_worker", "--max-tasks", "2", "--concurrency", "1")
+    out, _ = proc.communicate(timeout=60)
+    assert proc.returncode == 0, out
+    assert sum(refreshed(r).status == TaskResultStatus.SUCCESSFUL for r in results) == 2
+
+
+def test_unknown_backend_or_queue_is_a_clear_error() -> None:
+    proc = manage("redis_tasks_worker", "--backend", "nope", "--burst")
+    out, _ = proc.communicate(timeout=60)
+    assert proc.returncode != 0 and "No task backend 'nope'" in out
+    proc = manage("redis_tasks_worker", "--backend", "immediate", "--burst")
+    out, _ = proc.communicate(timeout=60)
+    assert proc.returncode != 0 and "not a RedisBackend" in out
+    proc = manage("redis_tasks_worker", "--backend", "other", "--queue", "alternate", "--burst")
+    out, _ = proc.communicate(timeout=60)
+    assert proc.returncode != 0 and "not in QUEUES" in out
+
+
+def test_sigterm_stops_claiming_and_lets_running_tasks_finish(tmp_path: Path) -> None:
+    started, release = tmp_path / "started", tmp_path / "release"
+    running = tasks.wait_for_file.enqueue(str(started), str(release))
+    proc = manage("redis_tasks_worker", "--concurrency", "1")
+    wait_until(started.exists)
+    waiting = tasks.add.enqueue(1, 1)  # queued after the signal: must stay queued
+    proc.send_signal(signal.SIGTERM)
+    wait_until(lambda: proc.stdout is not None and "no new tasks" in proc.stdout.readline())
+    release.touch()
+    out, _ = proc.communicate(timeout=30)
+    assert proc.returncode == 0, out
+    assert refreshed(running).return_value == "released"
+    assert refreshed(waiting).status == TaskResultStatus.READY
+
+
+def test_second_signal_exits_at_once(tmp_path: Path) -> None:
+    started, release = tmp_path / "started", tmp_path / "never"
+    running = tasks.wait_for_file.enqueue(str(started), str(release))
+    proc = manage("redis_tasks_worker", "--concurrency", "1")
+    wait_until(started.exists)
+    proc.send_signal(signal.SIGINT)
+    wait_until(lambda: proc.stdout is not None and "no new tasks" in proc.stdout.readline())
+    proc.send_signal(signal.SIGINT)
+    proc.communicate(timeout=10)
+    assert proc.returncode == 1
+    # Still owned by the dead worker; its lease (not yet expired) will bring it back.
+    assert refreshed(running).status == TaskResultStatus.RUNNING
