@@ -37,8 +37,11 @@ def manage(*args: str, **popen: Any) -> subprocess.Popen[str]:
     """Start `python -m django ...` with the test settings in a child process."""
     return subprocess.Popen(
         [sys.executable, "-m", "django", *args],
-        cwd=ROOT, env=popen.pop("env", child_env()), text=True,
-        stdout=popen.pop("stdout", subprocess.PIPE), stderr=popen.pop("stderr", subprocess.STDOUT),
+        cwd=ROOT,
+        env=popen.pop("env", child_env()),
+        text=True,
+        stdout=popen.pop("stdout", subprocess.PIPE),
+        stderr=popen.pop("stderr", subprocess.STDOUT),
         **popen,
     )
 

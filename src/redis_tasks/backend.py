@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from typing import Any
 
 from django.core import checks
@@ -22,7 +21,7 @@ from .serialization import dumps, from_ms, result_from_hash, to_ms
 from .store import EnqueueRequest, TaskStore
 
 
-class RedisBackend(BaseTaskBackend):  # type: ignore[misc]
+class RedisBackend(BaseTaskBackend):  # type: ignore[misc,unused-ignore]
     supports_defer = True
     supports_async_task = True
     supports_get_result = True
@@ -38,9 +37,8 @@ class RedisBackend(BaseTaskBackend):  # type: ignore[misc]
 
     # --- configuration ------------------------------------------------------------------
 
-    def check(self, **kwargs: Any) -> Iterable[checks.CheckMessage]:
-        yield from super().check(**kwargs)
-        yield from self._config_errors
+    def check(self, **kwargs: Any) -> list[checks.CheckMessage]:
+        return [*super().check(**kwargs), *self._config_errors]
 
     def _ensure_configured(self) -> None:
         if self._config_errors:
@@ -53,7 +51,7 @@ class RedisBackend(BaseTaskBackend):  # type: ignore[misc]
         self._ensure_configured()
         self.validate_task(task)
         try:
-            result = TaskResult(
+            result: Any = TaskResult(
                 task=task,
                 id=get_random_string(32),
                 status=TaskResultStatus.READY,

@@ -85,11 +85,16 @@ VALIDATORS: dict[str, tuple[Any, str]] = {
     "max_attempts": (_positive_int, "a positive integer"),
     "concurrency": (_positive_int, "a positive integer"),
     "autostart": (lambda v: isinstance(v, bool), "True or False"),
-    "connection_options": (lambda v: isinstance(v, dict), "a dict of redis-py connection arguments"),
+    "connection_options": (
+        lambda v: isinstance(v, dict),
+        "a dict of redis-py connection arguments",
+    ),
 }
 
 
-def parse_options(alias: str, params: dict[str, Any]) -> tuple[BackendOptions, list[checks.CheckMessage]]:
+def parse_options(
+    alias: str, params: dict[str, Any]
+) -> tuple[BackendOptions, list[checks.CheckMessage]]:
     """Read a TASKS entry; return the options and every problem found (as check messages)."""
     errors: list[checks.CheckMessage] = []
     where = f"TASKS[{alias!r}]"
@@ -146,7 +151,8 @@ def parse_options(alias: str, params: dict[str, Any]) -> tuple[BackendOptions, l
     if not isinstance(location, str) or urlsplit(location).scheme not in SCHEMES:
         errors.append(
             checks.Error(
-                f"{where}['LOCATION'] is {location!r}; it must be a redis://, rediss:// or unix:// URL.",
+                f"{where}['LOCATION'] is {location!r}; "
+                "it must be a redis://, rediss:// or unix:// URL.",
                 hint="For example 'redis://localhost:6379/0' or 'rediss://user:password@host:6380/0'.",
                 id="redis_tasks.E003",
             )
@@ -159,12 +165,14 @@ def parse_options(alias: str, params: dict[str, Any]) -> tuple[BackendOptions, l
         if (
             not isinstance(configured, list | tuple | set | frozenset)
             or not configured
-            or not all(isinstance(q, str) and q and not set(q) & set("{} \n\r\t") for q in configured)
+            or not all(
+                isinstance(q, str) and q and not set(q) & set("{} \n\r\t") for q in configured
+            )
         ):
             errors.append(
                 checks.Error(
-                    f"{where}['QUEUES'] is {configured!r}; it must be a non-empty list of queue names "
-                    "(strings without braces or whitespace).",
+                    f"{where}['QUEUES'] is {configured!r}; it must be a non-empty list of "
+                    "queue names (strings without braces or whitespace).",
                     hint="Leave QUEUES out to accept any queue name.",
                     id="redis_tasks.E005",
                 )

@@ -24,7 +24,10 @@ def render(done: int, remaining: int, elapsed: float) -> str:
 
 
 async def show_progress(
-    worker: Worker, backends: Sequence[RedisBackend], stream: TextIO = sys.stderr, every: float = 0.2
+    worker: Worker,
+    backends: Sequence[RedisBackend],
+    stream: TextIO = sys.stderr,
+    every: float = 0.2,
 ) -> None:
     """Redraw the bar until cancelled; a terminal gets one updating line, a file plain lines."""
     started = time.monotonic()
@@ -41,7 +44,9 @@ async def show_progress(
 
     try:
         while True:
-            line = render(worker.tasks_done, await asyncio.to_thread(remaining), time.monotonic() - started)
+            line = render(
+                worker.tasks_done, await asyncio.to_thread(remaining), time.monotonic() - started
+            )
             if tty:
                 stream.write("\r" + line)
                 stream.flush()

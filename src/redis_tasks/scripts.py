@@ -255,7 +255,11 @@ return lost
 
 def _source(body: str) -> str:
     text = _PRELUDE + body
-    for marker, suffix in (("@READY@", keys.READY), ("@DEFERRED@", keys.DEFERRED), ("@TASK@", keys.TASK)):
+    for marker, suffix in (
+        ("@READY@", keys.READY),
+        ("@DEFERRED@", keys.DEFERRED),
+        ("@TASK@", keys.TASK),
+    ):
         text = text.replace(marker, suffix)
     return text
 

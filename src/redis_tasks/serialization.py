@@ -105,18 +105,20 @@ def result_from_hash(task_id: str, fields: dict[bytes, bytes]) -> Any:
         kwargs = json.loads(fields[b"kwargs"])
         if not isinstance(args, list) or not isinstance(kwargs, dict):
             raise InvalidTaskPayload("stored args must be a JSON array and kwargs a JSON object")
-        errors = [TaskError(exception_class_path=c, traceback=t) for c, t in _json_list(fields, "errors")]
-        result = TaskResult(
+        errors = [
+            TaskError(exception_class_path=c, traceback=t) for c, t in _json_list(fields, "errors")
+        ]
+        result: Any = TaskResult(
             task=task,
             id=task_id,
-            status=TaskResultStatus(_text(fields, "status")),
+            status=TaskResultStatus(_text(fields, "status") or ""),
             enqueued_at=from_ms(fields.get(b"enqueued_at")),
             started_at=from_ms(fields.get(b"started_at")),
             finished_at=from_ms(fields.get(b"finished_at")),
             last_attempted_at=from_ms(fields.get(b"last_attempted_at")),
             args=args,
             kwargs=kwargs,
-            backend=_text(fields, "backend"),
+            backend=_text(fields, "backend") or "",
             errors=errors,
             worker_ids=[str(w) for w in _json_list(fields, "workers")],
         )

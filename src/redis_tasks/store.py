@@ -9,7 +9,7 @@ from __future__ import annotations
 import secrets
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import redis
 import redis.asyncio
@@ -144,14 +144,16 @@ class TaskStore:
 
     async def aread(self, task_id: str) -> dict[bytes, bytes]:
         try:
-            return await self.connections.aio.hgetall(self.keys.task(task_id))  # type: ignore[no-any-return]
+            fields = await self.connections.aio.hgetall(self.keys.task(task_id))
+            return cast(dict[bytes, bytes], fields)
         except redis.RedisError as exc:
             raise self.unavailable(exc) from exc
 
     def count_waiting(self, queues: Iterable[str] | None = None) -> dict[str, int]:
         """Ready (including due deferred) and deferred task counts over the given queues."""
         client = self.connections.sync
-        names = list(queues) if queues else sorted(q.decode() for q in client.smembers(self.keys.queues))  # type: ignore[union-attr]
+        members = cast(set[bytes], client.smembers(self.keys.queues)) if not queues else set()
+        names = list(queues) if queues else sorted(q.decode() for q in members)
         pipe = client.pipeline(transaction=False)
         for q in names:
             pipe.zcard(self.keys.ready(q))
@@ -166,9 +168,7 @@ class TaskStore:
 
     # --- worker side --------------------------------------------------------------------
 
-    async def claim(
-        self, worker_id: str, count: int, queues: Sequence[str] = ()
-    ) -> ClaimBatch:
+    async def claim(self, worker_id: str, count: int, queues: Sequence[str] = ()) -> ClaimBatch:
         k, o = self.keys, self.options
         reply = await self._script(self.connections.aio, scripts.CLAIM_SOURCE)(
             keys=[k.running, k.expiry, k.queues, k.dead, k.wake],
@@ -202,19 +202,35 @@ class TaskStore:
         ttl = self.options.result_ttl
         return (
             [self.keys.task(claim.task_id), self.keys.running],
-            [claim.task_id, claim.token, status, return_json or "", error_json or "",
-             "" if ttl is None else ttl],
+            [
+                claim.task_id,
+                claim.token,
+                status,
+                return_json or "",
+                error_json or "",
+                "" if ttl is None else ttl,
+            ],
         )
 
     def finish(
-        self, claim: Claim, status: str, return_json: str | None = None, error_json: str | None = None
+        self,
+        claim: Claim,
+        status: str,
+        return_json: str | None = None,
+        error_json: str | None = None,
     ) -> int:
         """Store the outcome; return finished_at in ms, or 0 if the lease was lost (rejected)."""
         key_list, argv = self._finish_call(claim, status, return_json, error_json)
-        return int(self._script(self.connections.sync, scripts.FINISH_SOURCE)(keys=key_list, args=argv))
+        return int(
+            self._script(self.connections.sync, scripts.FINISH_SOURCE)(keys=key_list, args=argv)
+        )
 
     async def afinish(
-        self, claim: Claim, status: str, return_json: str | None = None, error_json: str | None = None
+        self,
+        claim: Claim,
+        status: str,
+        return_json: str | None = None,
+        error_json: str | None = None,
     ) -> int:
         key_list, argv = self._finish_call(claim, status, return_json, error_json)
         script = self._script(self.connections.aio, scripts.FINISH_SOURCE)

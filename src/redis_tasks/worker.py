@@ -10,6 +10,7 @@ connections, so neither a busy event loop nor CPU-bound sync tasks can starve th
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import secrets
@@ -94,7 +95,10 @@ class Worker:
         executor = ThreadPoolExecutor(self.concurrency, thread_name_prefix="redis-tasks")
         heartbeat_stop = threading.Event()
         heartbeat = threading.Thread(
-            target=self._heartbeat, args=(heartbeat_stop,), name="redis-tasks-heartbeat", daemon=True
+            target=self._heartbeat,
+            args=(heartbeat_stop,),
+            name="redis-tasks-heartbeat",
+            daemon=True,
         )
         heartbeat.start()
         logger.info(
@@ -166,7 +170,10 @@ class Worker:
                 await self._release(count, unclaimed=True)
                 logger.warning(
                     "Worker %s: Redis of backend %r failed (%s); retrying in %.1fs",
-                    self.worker_id, backend.alias, exc, backoff,
+                    self.worker_id,
+                    backend.alias,
+                    exc,
+                    backoff,
                 )
                 await self._sleep(backoff)
                 backoff = min(backoff * 2, BACKOFF_MAX)
@@ -193,10 +200,8 @@ class Worker:
 
     async def _sleep(self, seconds: float) -> None:
         assert self._stopping is not None
-        try:
+        with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._stopping.wait(), seconds)
-        except TimeoutError:
-            pass
 
     async def _wait_for_work(self, backend: RedisBackend, timeout: float) -> None:
         assert self._stopping is not None
@@ -214,7 +219,9 @@ class Worker:
 
     # --- running ------------------------------------------------------------------------
 
-    async def _execute(self, backend: RedisBackend, claim: Claim, executor: ThreadPoolExecutor) -> None:
+    async def _execute(
+        self, backend: RedisBackend, claim: Claim, executor: ThreadPoolExecutor
+    ) -> None:
         with self._leases_lock:
             self._leases[backend.alias][claim.task_id] = claim.token
         try:
@@ -231,7 +238,8 @@ class Worker:
         except Exception:
             logger.exception(
                 "Worker %s: could not store the outcome of task %s; its lease will return it",
-                self.worker_id, claim.task_id,
+                self.worker_id,
+                claim.task_id,
             )
         finally:
             with self._leases_lock:
@@ -261,7 +269,8 @@ class Worker:
                     for task_id in lost:
                         logger.warning(
                             "Worker %s lost the lease of task %s; its outcome will be discarded",
-                            self.worker_id, task_id,
+                            self.worker_id,
+                            task_id,
                         )
         finally:
             for client in clients.values():

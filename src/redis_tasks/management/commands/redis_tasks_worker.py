@@ -31,29 +31,44 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument(
-            "--backend", action="append", dest="backends", default=[], metavar="ALIAS",
+            "--backend",
+            action="append",
+            dest="backends",
+            default=[],
+            metavar="ALIAS",
             help="Serve this backend alias (repeatable). Default: every RedisBackend.",
         )
         parser.add_argument(
-            "--queue", action="append", dest="queues", default=[], metavar="NAME",
+            "--queue",
+            action="append",
+            dest="queues",
+            default=[],
+            metavar="NAME",
             help="Serve this queue name (repeatable). Default: the backend's QUEUES, or every "
             "queue that holds tasks when QUEUES is not set.",
         )
         parser.add_argument(
-            "--concurrency", type=positive_int, default=None,
+            "--concurrency",
+            type=positive_int,
+            default=None,
             help="Tasks in flight at once in this process (async on the loop, sync in threads). "
             "Default: the backend's 'concurrency' option (10).",
         )
         parser.add_argument(
-            "--burst", action="store_true",
+            "--burst",
+            action="store_true",
             help="Run every task that is due, then exit 0. Deferred tasks not yet due stay queued.",
         )
         parser.add_argument(
-            "--max-tasks", type=positive_int, default=None,
+            "--max-tasks",
+            type=positive_int,
+            default=None,
             help="Exit after running this many tasks.",
         )
         parser.add_argument(
-            "--progress", action=argparse.BooleanOptionalAction, default=None,
+            "--progress",
+            action=argparse.BooleanOptionalAction,
+            default=None,
             help="Show a progress bar (default: in --burst mode when stderr is a terminal).",
         )
 
@@ -90,11 +105,15 @@ class Command(BaseCommand):
 
         def on_signal(signum: int) -> None:
             if worker.stopping:
-                self.stderr.write(f"Second {signal.Signals(signum).name}: exiting now; "
-                                  "leases return the running tasks to their queues.")
+                self.stderr.write(
+                    f"Second {signal.Signals(signum).name}: exiting now; "
+                    "leases return the running tasks to their queues."
+                )
                 os._exit(1)
-            self.stderr.write(f"{signal.Signals(signum).name}: no new tasks are claimed; "
-                              "waiting for running tasks (signal again to exit now).")
+            self.stderr.write(
+                f"{signal.Signals(signum).name}: no new tasks are claimed; "
+                "waiting for running tasks (signal again to exit now)."
+            )
             worker.request_stop()
 
         for signum in (signal.SIGINT, signal.SIGTERM):
@@ -112,6 +131,10 @@ class Command(BaseCommand):
         logger = logging.getLogger("redis_tasks")
         if not logger.handlers and not logging.getLogger().handlers:
             handler = logging.StreamHandler()
-            handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+            handler.setFormatter(
+                logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
+            )
             logger.addHandler(handler)
-        logger.setLevel(logging.DEBUG if verbosity > 1 else logging.INFO if verbosity else logging.WARNING)
+        logger.setLevel(
+            logging.DEBUG if verbosity > 1 else logging.INFO if verbosity else logging.WARNING
+        )
