@@ -108,3 +108,19 @@ def wait_for_file(started: str, release: str) -> str:
 
 def not_a_task() -> str:
     return "should never run"
+
+
+@task()
+def open_db_connection() -> bool:
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT 1")
+    return connection.connection is not None
+
+
+@task()
+def db_connection_is_closed() -> bool:
+    from django.db import connection
+
+    return connection.connection is None

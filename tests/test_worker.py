@@ -301,3 +301,12 @@ def _blocked_clients() -> int:
 def _refreshed(result: Any) -> Any:
     result.refresh()
     return result
+
+
+@pytest.mark.django_db(transaction=True)
+def test_database_connections_are_closed_around_sync_tasks() -> None:
+    opened = tasks.open_db_connection.using(priority=1).enqueue()
+    after = tasks.db_connection_is_closed.enqueue()
+    burst(concurrency=1)  # one thread: the second task sees what the first left behind
+    assert _refreshed(opened).return_value is True
+    assert _refreshed(after).return_value is True
