@@ -33,20 +33,21 @@ async def show_progress(
     started = time.monotonic()
     tty = stream.isatty()
     last_line = ""
+    total = 0  # never shrinks: a task finishing mid-count is in neither number for a moment
 
     def remaining() -> int:
         """Tasks a burst worker still has to run: ready now, or running (deferred ones are not)."""
-        total = 0
+        count = 0
         for backend in backends:
             counts = backend.store.count_waiting(worker.queues or sorted(backend.queues) or None)
-            total += counts["ready"] + counts["running"]
-        return total
+            count += counts["ready"] + counts["running"]
+        return count
 
     try:
         while True:
-            line = render(
-                worker.tasks_done, await asyncio.to_thread(remaining), time.monotonic() - started
-            )
+            done = worker.tasks_done
+            total = max(total, done + await asyncio.to_thread(remaining))
+            line = render(done, total - done, time.monotonic() - started)
             if tty:
                 stream.write("\r" + line)
                 stream.flush()

@@ -135,6 +135,7 @@ class Command(BaseCommand):
                 logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
             )
             logger.addHandler(handler)
-        logger.setLevel(
-            logging.DEBUG if verbosity > 1 else logging.INFO if verbosity else logging.WARNING
-        )
+        if logger.level == logging.NOTSET:  # a level set in settings.LOGGING wins
+            logger.setLevel(
+                logging.DEBUG if verbosity > 1 else logging.INFO if verbosity else logging.WARNING
+            )
