@@ -15,13 +15,15 @@ from .compat import (
     TaskResultStatus,
     task_enqueued,
 )
-from .exceptions import ArgumentsNotSerializable
+from .exceptions import ArgumentsNotSerializable, PayloadTooLarge
 from .options import BackendOptions, parse_options
 from .serialization import dumps, from_ms, result_from_hash, to_ms
 from .store import EnqueueRequest, TaskStore
+from .task import RedisTask, validate_options
 
 
 class RedisBackend(BaseTaskBackend):  # type: ignore[misc,unused-ignore]
+    task_class = RedisTask
     supports_defer = True
     supports_async_task = True
     supports_get_result = True
@@ -39,6 +41,10 @@ class RedisBackend(BaseTaskBackend):  # type: ignore[misc,unused-ignore]
 
     def check(self, **kwargs: Any) -> list[checks.CheckMessage]:
         return [*super().check(**kwargs), *self._config_errors]
+
+    def validate_task(self, task: Any) -> None:
+        super().validate_task(task)
+        validate_options(task)
 
     def _ensure_configured(self) -> None:
         if self._config_errors:
@@ -66,12 +72,19 @@ class RedisBackend(BaseTaskBackend):  # type: ignore[misc,unused-ignore]
                 worker_ids=[],
             )
             args_json, kwargs_json = dumps(result.args), dumps(result.kwargs)
-        except (TypeError, ValueError) as exc:
+        except (TypeError, ValueError) as exc:  # ValueError: NaN or infinity
             raise ArgumentsNotSerializable(
                 f"Arguments of task {task.module_path!r} cannot be stored as JSON: {exc}. "
                 "Pass only JSON types (str, int, float, bool, None, lists, dicts with str keys), "
                 "e.g. an object's primary key instead of the object. Nothing was queued."
             ) from exc
+        size = len(args_json.encode()) + len(kwargs_json.encode())
+        if size > self.config.max_payload_bytes:
+            raise PayloadTooLarge(
+                f"Arguments of task {task.module_path!r} take {size} bytes as JSON, over the "
+                f"backend's max_payload_bytes ({self.config.max_payload_bytes}). Store large data "
+                "elsewhere (a file, a model) and pass its key. Nothing was queued."
+            )
         request = EnqueueRequest(
             task_id=result.id,
             queue=task.queue_name,

@@ -37,3 +37,7 @@ class ArgumentsNotSerializable(RedisTasksError, TypeError):
 
 class WorkerLost(RedisTasksError):
     """Recorded as an error of an attempt whose worker stopped renewing its lease."""
+
+
+class PayloadTooLarge(RedisTasksError, ValueError):
+    """Task arguments larger than the backend's ``max_payload_bytes``; nothing was queued."""

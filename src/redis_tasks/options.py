@@ -23,6 +23,9 @@ DEFAULT_RESULT_TTL = 24 * 3600
 DEFAULT_LEASE_TIMEOUT = 30.0
 DEFAULT_MAX_ATTEMPTS = 3
 DEFAULT_CONCURRENCY = 10
+DEFAULT_RETRY_BACKOFF = 1.0
+DEFAULT_RETRY_BACKOFF_MAX = 300.0
+DEFAULT_MAX_PAYLOAD_BYTES = 1_000_000
 SCHEMES = ("redis", "rediss", "unix")
 
 
@@ -38,6 +41,11 @@ class BackendOptions:
     lease_timeout: float = DEFAULT_LEASE_TIMEOUT
     max_attempts: int = DEFAULT_MAX_ATTEMPTS
     concurrency: int = DEFAULT_CONCURRENCY
+    retry_on: tuple[str, ...] = ()  # exception class paths retried; empty: no retries
+    retry_backoff: float = DEFAULT_RETRY_BACKOFF
+    retry_backoff_max: float = DEFAULT_RETRY_BACKOFF_MAX
+    timeout: float | None = None
+    max_payload_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES
     autostart: bool = True
     connection_options: dict[str, Any] = field(default_factory=dict)
     queues: frozenset[str] = frozenset()  # empty: any queue name is accepted
@@ -51,6 +59,11 @@ OPTION_NAMES = (
     "lease_timeout",
     "max_attempts",
     "concurrency",
+    "retry_on",
+    "retry_backoff",
+    "retry_backoff_max",
+    "timeout",
+    "max_payload_bytes",
     "autostart",
     "connection_options",
 )
@@ -72,6 +85,24 @@ def _positive_number(value: Any) -> bool:
     return type(value) in (int, float) and value > 0
 
 
+def exception_path(value: Any) -> str | None:
+    """The dotted path of an exception class given as a class or a path; None if it is not one."""
+    from django.utils.module_loading import import_string
+
+    if isinstance(value, str):
+        try:
+            value = import_string(value)
+        except ImportError:
+            return None
+    if isinstance(value, type) and issubclass(value, BaseException):
+        return f"{value.__module__}.{value.__qualname__}"
+    return None
+
+
+def _exception_list(value: Any) -> bool:
+    return isinstance(value, list | tuple) and all(exception_path(v) for v in value)
+
+
 def _namespace(value: Any) -> bool:
     return isinstance(value, str) and bool(value) and not set(value) & set("{} \n\r\t")
 
@@ -84,6 +115,11 @@ VALIDATORS: dict[str, tuple[Any, str]] = {
     "lease_timeout": (_positive_number, "a positive number of seconds"),
     "max_attempts": (_positive_int, "a positive integer"),
     "concurrency": (_positive_int, "a positive integer"),
+    "retry_on": (_exception_list, "a list of exception classes or their dotted paths"),
+    "retry_backoff": (_positive_number, "a positive number of seconds"),
+    "retry_backoff_max": (_positive_number, "a positive number of seconds"),
+    "timeout": (_positive_number_or_none, "a positive number of seconds, or None for no limit"),
+    "max_payload_bytes": (_positive_int, "a positive integer"),
     "autostart": (lambda v: isinstance(v, bool), "True or False"),
     "connection_options": (
         lambda v: isinstance(v, dict),
@@ -146,6 +182,8 @@ def parse_options(
                 )
                 continue
             raw[key] = value
+    if "retry_on" in raw:
+        raw["retry_on"] = tuple(exception_path(v) for v in raw["retry_on"])
 
     location = params.get("LOCATION", DEFAULT_LOCATION)
     if not isinstance(location, str) or urlsplit(location).scheme not in SCHEMES:

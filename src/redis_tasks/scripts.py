@@ -33,6 +33,37 @@ local function finish_failed(key, now, class_path, message, result_ttl)
   redis.call('HDEL', key, 'owner')
   if result_ttl then redis.call('EXPIRE', key, result_ttl) end
 end
+-- Keys of a wrong type (written by something else) are renamed aside, never fatal: a worker
+-- must not stall on garbage. The new names are reported to the caller, which logs them.
+local quarantined = {}
+local function usable(key, wanted, now)
+  local actual = redis.call('TYPE', key)['ok']
+  if actual == 'none' or actual == wanted then return true end
+  local aside = key .. ':corrupt:' .. now
+  redis.call('RENAME', key, aside)
+  quarantined[#quarantined + 1] = aside
+  return false
+end
+local function is_hash(key)
+  return redis.call('TYPE', key)['ok'] == 'hash'
+end
+local function valid_id(id)
+  return #id <= 128 and string.match(id, '^[%w_%-]+$') ~= nil
+end
+-- Attempts that count against max_attempts: starts, less graceful hand-backs.
+local function attempts_of(key)
+  local fields = redis.call('HMGET', key, 'workers', 'handbacks')
+  local starts = 0
+  if fields[1] and fields[1] ~= '[]' then
+    local _, commas = string.gsub(fields[1], '","', '')
+    starts = commas + 1
+  end
+  return starts - (tonumber(fields[2]) or 0)
+end
+local function wake(key)
+  redis.call('LPUSH', key, '1')
+  redis.call('LTRIM', key, 0, 63)
+end
 """
 
 # KEYS: task, ready, deferred, queues, sequence, expiry, wake
@@ -43,13 +74,18 @@ ENQUEUE = r"""
 local now = clock_ms()
 local prefix = ARGV[1]
 if redis.call('EXISTS', KEYS[1]) == 1 then return {-1} end
+for i, wanted in ipairs({'zset', 'zset', 'set'}) do usable(KEYS[i + 1], wanted, now) end
+usable(KEYS[6], 'zset', now)
+usable(KEYS[7], 'list', now)
 local maxsize = tonumber(ARGV[7])
 if maxsize then
   local waiting = 0
   local queues = redis.call('SMEMBERS', KEYS[4])
   for i = 1, #queues do
-    waiting = waiting + redis.call('ZCARD', prefix .. '@READY@' .. queues[i])
-                      + redis.call('ZCARD', prefix .. '@DEFERRED@' .. queues[i])
+    local ready = prefix .. '@READY@' .. queues[i]
+    local deferred = prefix .. '@DEFERRED@' .. queues[i]
+    if usable(ready, 'zset', now) then waiting = waiting + redis.call('ZCARD', ready) end
+    if usable(deferred, 'zset', now) then waiting = waiting + redis.call('ZCARD', deferred) end
   end
   if waiting >= maxsize then return {0, waiting} end
 end
@@ -77,15 +113,14 @@ if ttl then
   redis.call('HSET', KEYS[1], 'expires_at', due + ttl)
   redis.call('ZADD', KEYS[6], due + ttl, id)
 end
-redis.call('LPUSH', KEYS[7], '1')
-redis.call('LTRIM', KEYS[7], 0, 63)
+wake(KEYS[7])
 return {1, now}
 """
 
 # KEYS: running, expiry, queues, dead, wake
 # ARGV: prefix, worker_id, lease_ms, max_count, max_attempts, result_ttl|'', token_base,
 #       queue names... (none: every queue that ever held a task)
-# Returns {now, next_due|-1, {id, token, field, value, ...}, ...}
+# Returns {now, next_due|-1, {quarantined key...}, {id, token, field, value, ...}, ...}
 CLAIM = r"""
 local now = clock_ms()
 local prefix = ARGV[1]
@@ -95,9 +130,25 @@ local max_count = tonumber(ARGV[4])
 local max_attempts = tonumber(ARGV[5])
 local result_ttl = tonumber(ARGV[6])
 local token_base = ARGV[7]
+usable(KEYS[1], 'zset', now)
+usable(KEYS[2], 'zset', now)
+usable(KEYS[3], 'set', now)
+usable(KEYS[4], 'zset', now)
+usable(KEYS[5], 'list', now)
 local queues = {}
 for i = 8, #ARGV do queues[#queues + 1] = ARGV[i] end
 if #queues == 0 then queues = redis.call('SMEMBERS', KEYS[3]) end
+local served = {}
+for q = 1, #queues do
+  local ready = prefix .. '@READY@' .. queues[q]
+  local deferred = prefix .. '@DEFERRED@' .. queues[q]
+  usable(ready, 'zset', now)
+  usable(deferred, 'zset', now)
+  served[q] = {ready, deferred}
+end
+local function dead(id)
+  redis.call('ZADD', KEYS[4], now, id)
+end
 
 -- 1. Waiting tasks past their dispatch deadline (`ttl`) fail and never run.
 local expired = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', now, 'LIMIT', 0, 100)
@@ -105,10 +156,12 @@ for i = 1, #expired do
   local id = expired[i]
   local key = prefix .. '@TASK@' .. id
   redis.call('ZREM', KEYS[2], id)
-  local queue = redis.call('HGET', key, 'queue')
+  local queue = valid_id(id) and is_hash(key) and redis.call('HGET', key, 'queue')
   if queue then
-    local removed = redis.call('ZREM', prefix .. '@READY@' .. queue, id)
-                  + redis.call('ZREM', prefix .. '@DEFERRED@' .. queue, id)
+    local removed = 0
+    for _, name in ipairs({prefix .. '@READY@' .. queue, prefix .. '@DEFERRED@' .. queue}) do
+      if usable(name, 'zset', now) then removed = removed + redis.call('ZREM', name, id) end
+    end
     if removed > 0 then
       finish_failed(key, now, 'redis_tasks.exceptions.TaskExpired',
         'redis_tasks.exceptions.TaskExpired: not dispatched within the backend ttl', result_ttl)
@@ -123,55 +176,51 @@ for i = 1, #lost do
   local id = lost[i]
   local key = prefix .. '@TASK@' .. id
   redis.call('ZREM', KEYS[1], id)
-  local fields = redis.call('HMGET', key, 'queue', 'score', 'workers')
-  if not fields[1] or not tonumber(fields[2]) then
-    redis.call('ZADD', KEYS[4], now, id)
+  local fields = valid_id(id) and is_hash(key) and redis.call('HMGET', key, 'queue', 'score')
+  if not fields or not fields[1] or not tonumber(fields[2]) then
+    dead(id)
   else
-    local attempts = 0
-    if fields[3] then
-      local _, n = string.gsub(fields[3], '","', '')
-      attempts = n + 1
-    end
+    local attempts = attempts_of(key)
     local message = 'redis_tasks.exceptions.WorkerLost: the worker running attempt ' .. attempts
       .. ' stopped renewing its lease (killed, crashed, paused or cut off from Redis)'
     if attempts >= max_attempts then
       finish_failed(key, now, 'redis_tasks.exceptions.WorkerLost', message, result_ttl)
     else
-      local errors = redis.call('HGET', key, 'errors')
-      redis.call('HSET', key, 'status', 'READY',
-        'errors', json_append(errors, error_json('redis_tasks.exceptions.WorkerLost', message)))
-      redis.call('HDEL', key, 'owner')
-      redis.call('ZADD', prefix .. '@READY@' .. fields[1], fields[2], id)
-      redis.call('LPUSH', KEYS[5], '1')
-      redis.call('LTRIM', KEYS[5], 0, 63)
+      local ready = prefix .. '@READY@' .. fields[1]
+      if usable(ready, 'zset', now) then
+        redis.call('HSET', key, 'status', 'READY', 'errors', json_append(
+          redis.call('HGET', key, 'errors'), error_json('redis_tasks.exceptions.WorkerLost', message)))
+        redis.call('HDEL', key, 'owner')
+        redis.call('ZADD', ready, fields[2], id)
+        wake(KEYS[5])
+      end
     end
   end
 end
 
 -- 3. Deferred tasks that are due move to their ready set.
-local next_due = -1
-for q = 1, #queues do
-  local deferred = prefix .. '@DEFERRED@' .. queues[q]
+for q = 1, #served do
+  local ready, deferred = served[q][1], served[q][2]
   local due = redis.call('ZRANGEBYSCORE', deferred, '-inf', now, 'LIMIT', 0, 1000)
   for i = 1, #due do
     local id = due[i]
-    local score = redis.call('HGET', prefix .. '@TASK@' .. id, 'score')
+    local key = prefix .. '@TASK@' .. id
+    local score = valid_id(id) and is_hash(key) and redis.call('HGET', key, 'score')
     redis.call('ZREM', deferred, id)
-    if tonumber(score) then
-      redis.call('ZADD', prefix .. '@READY@' .. queues[q], score, id)
+    if score and tonumber(score) then
+      redis.call('ZADD', ready, score, id)
     else
-      redis.call('ZADD', KEYS[4], now, id)
+      dead(id)
     end
   end
 end
 
 -- 4. Claim the best tasks across the served queues: lowest score = highest priority, then FIFO.
-local out = {now, -1}
+local out = {now, -1, quarantined}
 local heads = {}
-for q = 1, #queues do
-  local ready = prefix .. '@READY@' .. queues[q]
-  local head = redis.call('ZRANGE', ready, 0, 0, 'WITHSCORES')
-  heads[q] = {ready, head[1], tonumber(head[2])}
+for q = 1, #served do
+  local head = redis.call('ZRANGE', served[q][1], 0, 0, 'WITHSCORES')
+  heads[q] = {served[q][1], head[1], tonumber(head[2])}
 end
 local claimed = 0
 while claimed < max_count do
@@ -186,8 +235,8 @@ while claimed < max_count do
   local head = redis.call('ZRANGE', ready, 0, 0, 'WITHSCORES')
   heads[best] = {ready, head[1], tonumber(head[2])}
   local key = prefix .. '@TASK@' .. id
-  if redis.call('EXISTS', key) == 0 then
-    redis.call('ZADD', KEYS[4], now, id)
+  if not valid_id(id) or not is_hash(key) then
+    dead(id)
   else
     claimed = claimed + 1
     local token = token_base .. ':' .. claimed
@@ -204,8 +253,9 @@ while claimed < max_count do
 end
 
 if claimed == 0 then
-  for q = 1, #queues do
-    local head = redis.call('ZRANGE', prefix .. '@DEFERRED@' .. queues[q], 0, 0, 'WITHSCORES')
+  local next_due = -1
+  for q = 1, #served do
+    local head = redis.call('ZRANGE', served[q][2], 0, 0, 'WITHSCORES')
     if head[2] and (next_due == -1 or tonumber(head[2]) < next_due) then
       next_due = tonumber(head[2])
     end
@@ -233,6 +283,39 @@ if result_ttl then redis.call('EXPIRE', KEYS[1], result_ttl) end
 return now
 """
 
+# KEYS: task, running, expiry, wake
+# ARGV: prefix, id, token, delay_ms, error_json|'', handback '1'|'0', ttl_ms|''
+# Puts an owned task back in its queue: a retry after `delay_ms` (in the deferred set) with its
+# error recorded, or a graceful hand-back (ready at once, not counted as an attempt).
+# Returns the time (ms) it is due again, or 0 when the caller no longer owns the task.
+REQUEUE = r"""
+if redis.call('HGET', KEYS[1], 'owner') ~= ARGV[3] then return 0 end
+local now = clock_ms()
+local prefix, id = ARGV[1], ARGV[2]
+local fields = redis.call('HMGET', KEYS[1], 'queue', 'score')
+redis.call('ZREM', KEYS[2], id)
+redis.call('HDEL', KEYS[1], 'owner')
+redis.call('HSET', KEYS[1], 'status', 'READY')
+if ARGV[5] ~= '' then
+  redis.call('HSET', KEYS[1], 'errors', json_append(redis.call('HGET', KEYS[1], 'errors'), ARGV[5]))
+end
+if ARGV[6] == '1' then redis.call('HINCRBY', KEYS[1], 'handbacks', 1) end
+local delay = tonumber(ARGV[4])
+local due = now + delay
+if delay > 0 then
+  redis.call('ZADD', prefix .. '@DEFERRED@' .. fields[1], due, id)
+else
+  redis.call('ZADD', prefix .. '@READY@' .. fields[1], fields[2], id)
+end
+local ttl = tonumber(ARGV[7])
+if ttl then
+  redis.call('HSET', KEYS[1], 'expires_at', due + ttl)
+  redis.call('ZADD', KEYS[3], due + ttl, id)
+end
+wake(KEYS[4])
+return due
+"""
+
 # KEYS: running
 # ARGV: prefix, lease_ms, id, token, id, token, ...
 # Extends the leases still owned; returns the ids whose lease was lost.
@@ -243,7 +326,8 @@ local deadline = now + tonumber(ARGV[2])
 local lost = {}
 for i = 3, #ARGV, 2 do
   local id, token = ARGV[i], ARGV[i + 1]
-  if redis.call('HGET', prefix .. '@TASK@' .. id, 'owner') == token then
+  local key = prefix .. '@TASK@' .. id
+  if is_hash(key) and redis.call('HGET', key, 'owner') == token then
     redis.call('ZADD', KEYS[1], 'XX', deadline, id)
   else
     lost[#lost + 1] = id
@@ -267,4 +351,5 @@ def _source(body: str) -> str:
 ENQUEUE_SOURCE = _source(ENQUEUE)
 CLAIM_SOURCE = _source(CLAIM)
 FINISH_SOURCE = _source(FINISH)
+REQUEUE_SOURCE = _source(REQUEUE)
 RENEW_SOURCE = _source(RENEW)

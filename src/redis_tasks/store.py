@@ -51,6 +51,7 @@ class ClaimBatch:
     now_ms: int
     next_due_ms: int | None
     claims: list[Claim]
+    quarantined: list[str]  # keys of a wrong type that the claim renamed aside
 
 
 class TaskStore:
@@ -71,9 +72,16 @@ class TaskStore:
         return script
 
     def unavailable(self, exc: redis.RedisError) -> BackendUnavailable:
+        if isinstance(exc, redis.ConnectionError | redis.TimeoutError) and "connecting" not in str(
+            exc
+        ):
+            # The command was sent but no reply came: the script ran wholly or not at all.
+            outcome = "It may or may not have been applied (a script runs wholly or not at all)"
+        else:
+            outcome = "Nothing was changed"
         return BackendUnavailable(
             f"Redis for task backend {self.alias!r} at {redacted(self.options.location)} failed: "
-            f"{exc}. Nothing was changed; check that Redis is running and LOCATION is right."
+            f"{exc}. {outcome}; check that Redis is running and LOCATION is right."
         )
 
     # --- enqueue ------------------------------------------------------------------------
@@ -184,7 +192,7 @@ class TaskStore:
             ],
         )
         claims = []
-        for entry in reply[2:]:
+        for entry in reply[3:]:
             flat = entry[2:]
             claims.append(
                 Claim(
@@ -194,7 +202,8 @@ class TaskStore:
                 )
             )
         next_due = int(reply[1])
-        return ClaimBatch(int(reply[0]), None if next_due < 0 else next_due, claims)
+        quarantined = [k.decode(errors="replace") for k in reply[2]]
+        return ClaimBatch(int(reply[0]), None if next_due < 0 else next_due, claims, quarantined)
 
     def _finish_call(
         self, claim: Claim, status: str, return_json: str | None, error_json: str | None
@@ -234,6 +243,31 @@ class TaskStore:
     ) -> int:
         key_list, argv = self._finish_call(claim, status, return_json, error_json)
         script = self._script(self.connections.aio, scripts.FINISH_SOURCE)
+        return int(await script(keys=key_list, args=argv))
+
+    def _requeue_call(
+        self, claim: Claim, delay: float, error_json: str | None, handback: bool
+    ) -> tuple[list[str], list[Any]]:
+        k, ttl = self.keys, self.options.ttl
+        return (
+            [k.task(claim.task_id), k.running, k.expiry, k.wake],
+            [k.prefix, claim.task_id, claim.token, int(delay * 1000), error_json or "",
+             "1" if handback else "0", "" if ttl is None else int(ttl * 1000)],
+        )  # fmt: skip
+
+    def requeue(
+        self, claim: Claim, delay: float = 0, error_json: str | None = None, handback: bool = False
+    ) -> int:
+        """Put an owned task back: a retry after ``delay`` seconds, or a graceful hand-back.
+        Returns when it is due again (ms), or 0 if the lease was lost (nothing changed)."""
+        key_list, argv = self._requeue_call(claim, delay, error_json, handback)
+        return int(self._script(self.connections.sync, scripts.REQUEUE_SOURCE)(keys=key_list, args=argv))
+
+    async def arequeue(
+        self, claim: Claim, delay: float = 0, error_json: str | None = None, handback: bool = False
+    ) -> int:
+        key_list, argv = self._requeue_call(claim, delay, error_json, handback)
+        script = self._script(self.connections.aio, scripts.REQUEUE_SOURCE)
         return int(await script(keys=key_list, args=argv))
 
     def renew(self, client: redis.Redis, leases: dict[str, str]) -> list[str]:

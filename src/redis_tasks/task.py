@@ -1,0 +1,84 @@
+"""``RedisTask``: the framework's ``Task`` with per-task reliability options.
+
+``RedisBackend.task_class`` is this class, so on Django 6.1 and with the django-tasks backport the
+framework's own decorator accepts the options: ``@task(max_attempts=5, retry_on=[IOError],
+timeout=30)``. Django 6.0's decorator forwards no extra arguments; there, use
+``redis_tasks.task.task`` (same signature) or the backend-wide defaults in settings.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from .compat import DEFAULT_TASK_QUEUE_NAME, InvalidTask, Task, task_backends
+from .options import exception_path
+
+DEFAULT_BACKEND_ALIAS = "default"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RedisTask(Task):  # type: ignore[misc,unused-ignore]
+    max_attempts: int | None = None  # None: the backend's max_attempts
+    retry_on: tuple[Any, ...] | None = None  # exception classes or paths; None: see retry_paths()
+    retry_backoff: float | None = None  # first retry delay in seconds; None: the backend's
+    timeout: float | None = None  # seconds an attempt may run; None: the backend's
+
+    def retry_paths(self, backend_default: tuple[str, ...]) -> tuple[str, ...]:
+        """Exceptions that earn another attempt. Setting ``max_attempts`` on a task without
+        ``retry_on`` opts it in for every ``Exception``; otherwise the backend's list applies."""
+        if self.retry_on is not None:
+            return tuple(p for p in (exception_path(e) for e in self.retry_on) if p)
+        if self.max_attempts is not None:
+            return ("builtins.Exception",)
+        return backend_default
+
+
+def validate_options(task: Any) -> None:
+    """Raise InvalidTask for a RedisTask option that cannot work (called at decoration)."""
+    if not isinstance(task, RedisTask):
+        return
+    if task.max_attempts is not None and (type(task.max_attempts) is not int or task.max_attempts < 1):
+        raise InvalidTask(f"max_attempts must be a positive integer, not {task.max_attempts!r}.")
+    for name in ("retry_backoff", "timeout"):
+        value = getattr(task, name)
+        if value is not None and (type(value) not in (int, float) or value <= 0):
+            raise InvalidTask(f"{name} must be a positive number of seconds, not {value!r}.")
+    if task.retry_on is not None:
+        if not isinstance(task.retry_on, list | tuple):
+            raise InvalidTask("retry_on must be a list of exception classes or dotted paths.")
+        bad = [e for e in task.retry_on if exception_path(e) is None]
+        if bad:
+            raise InvalidTask(f"retry_on has {bad!r}, which are not exception classes.")
+
+
+def task(
+    function: Callable[..., Any] | None = None,
+    *,
+    priority: int = 0,
+    queue_name: str = DEFAULT_TASK_QUEUE_NAME,
+    backend: str = DEFAULT_BACKEND_ALIAS,
+    takes_context: bool = False,
+    max_attempts: int | None = None,
+    retry_on: Sequence[Any] | None = None,
+    retry_backoff: float | None = None,
+    timeout: float | None = None,
+) -> Any:
+    """The framework's ``@task`` with the reliability options, on every Django version."""
+
+    def wrapper(func: Callable[..., Any]) -> Any:
+        return task_backends[backend].task_class(
+            func=func,
+            priority=priority,
+            queue_name=queue_name,
+            backend=backend,
+            takes_context=takes_context,
+            run_after=None,
+            max_attempts=max_attempts,
+            retry_on=None if retry_on is None else tuple(retry_on),
+            retry_backoff=retry_backoff,
+            timeout=timeout,
+        )
+
+    return wrapper(function) if function is not None else wrapper
