@@ -4,6 +4,7 @@ processes through the environment, so a worker started by a test talks to the su
 from __future__ import annotations
 
 import os
+from typing import Any
 
 from tests.redis_server import free_port
 
@@ -44,7 +45,7 @@ DATABASES = {
 }
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
-TASKS = {
+TASKS: dict[str, dict[str, Any]] = {
     # The configuration of the README, exactly (but for the port).
     "default": {
         "BACKEND": "redis_tasks.backend.RedisBackend",
@@ -61,7 +62,20 @@ TASKS = {
         "OPTIONS": {"queue_name": "other_ns", "result_ttl": 600},
     },
     "immediate": {"BACKEND": IMMEDIATE},
+    # Backend-wide retry defaults.
+    "retrying": {
+        "BACKEND": "redis_tasks.backend.RedisBackend",
+        "LOCATION": f"{REDIS_URL}/12",
+        "retry_on": ["builtins.ValueError"],
+        "retry_backoff": 0.01,
+        "max_attempts": 2,
+    },
 }
+# Fault-injection tests shorten leases in the worker processes they start.
+if "REDIS_TASKS_TEST_LEASE" in os.environ:
+    TASKS["default"]["lease_timeout"] = float(os.environ["REDIS_TASKS_TEST_LEASE"])
+if "REDIS_TASKS_TEST_MAX_ATTEMPTS" in os.environ:
+    TASKS["default"]["max_attempts"] = int(os.environ["REDIS_TASKS_TEST_MAX_ATTEMPTS"])
 
 LOGGING = {
     "version": 1,

@@ -124,3 +124,76 @@ def db_connection_is_closed() -> bool:
     from django.db import connection
 
     return connection.connection is None
+
+
+# --- reliability ----------------------------------------------------------------------------
+# Options beyond the framework's go through redis_tasks.task.task, which works on every Django
+# version (Django 6.0's own decorator forwards no extra arguments).
+from redis_tasks.task import task as redis_task  # noqa: E402
+
+
+@redis_task(max_attempts=3, retry_backoff=0.01, takes_context=True)
+def flaky(context: Any, fail_times: int) -> int:
+    """Fails with ConnectionError on its first `fail_times` attempts."""
+    if context.attempt <= fail_times:
+        raise ConnectionError(f"attempt {context.attempt} failed")
+    return context.attempt
+
+
+@redis_task(max_attempts=3, retry_on=[KeyError], retry_backoff=0.01)
+def fails_with(kind: str) -> None:
+    raise {"key": KeyError, "value": ValueError}[kind]("nope")
+
+
+@redis_task(max_attempts=2, retry_backoff=60)
+def fails_then_waits() -> None:
+    raise ConnectionError("retry me in a minute")
+
+
+@redis_task(timeout=0.2)
+async def async_sleeps(seconds: float) -> str:
+    await asyncio.sleep(seconds)
+    return "woke up"
+
+
+@redis_task(timeout=0.2)
+def sync_waits_for_file(started: str, release: str) -> str:
+    return str(wait_for_file.func(started, release))
+
+
+@task()
+def busy_cpu(seconds: float) -> int:
+    """Hold the CPU (and mostly the GIL) longer than a lease."""
+    deadline, n = time.monotonic() + seconds, 0
+    while time.monotonic() < deadline:
+        n += 1
+    return n
+
+
+@task()
+async def blocks_the_loop(seconds: float) -> str:
+    time.sleep(seconds)  # a badly written async task: the event loop stalls
+    return "done"
+
+
+@task()
+def journal(path: str, task_key: str, seconds: float = 0.0) -> str:
+    """Record each start and end in an append-only file: the fault tests' independent record."""
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT)
+    try:
+        os.write(fd, f"start {task_key} {os.getpid()}\n".encode())
+        if seconds:
+            time.sleep(seconds)
+        os.write(fd, f"end {task_key} {os.getpid()}\n".encode())
+    finally:
+        os.close(fd)
+    return task_key
+
+
+@task()
+def crash_worker(path: str) -> None:
+    """A poison task: it kills the process that runs it."""
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT)
+    os.write(fd, f"start crash {os.getpid()}\n".encode())
+    os.close(fd)
+    os._exit(13)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -15,8 +14,6 @@ from django.utils import timezone
 from redis_tasks import worker as worker_module
 from redis_tasks.compat import TaskResultStatus, task_backends, task_finished, task_started
 from redis_tasks.keys import Keys
-from redis_tasks.runner import BackgroundWorker
-from redis_tasks.worker import Worker
 from tests import tasks
 from tests.helpers import burst, wait_until
 
@@ -231,21 +228,6 @@ def test_ids_without_payload_are_moved_to_the_dead_letter_set(clean_redis: redis
     assert clean_redis.zscore(k.dead, "ghost") is not None
     good.refresh()
     assert good.return_value == 2
-
-
-@pytest.fixture
-def background() -> Iterator[Any]:
-    running: list[BackgroundWorker] = []
-
-    def start(**options: Any) -> Worker:
-        worker = Worker([task_backends["default"]], **options)
-        running.append(BackgroundWorker(worker).start())
-        return worker
-
-    yield start
-    for bw in running:
-        bw.stop(10)
-        assert not bw.thread.is_alive()
 
 
 def test_an_idle_worker_is_woken_by_enqueue(background: Any, monkeypatch: Any) -> None:

@@ -24,7 +24,8 @@ SERVER_ENTRY_POINTS = {
     ("django.core.asgi", "get_asgi_application"),
 }
 MANAGEMENT_PROGRAMS = {"manage.py", "django-admin", "django-admin.py"}
-STOP_TIMEOUT = 5.0
+STOP_GRACE = 3.0  # seconds running tasks get at process exit before they are handed back
+STOP_TIMEOUT = STOP_GRACE + 5.0
 
 _lock = threading.Lock()
 _running: object | None = None  # the BackgroundWorker of this process
@@ -77,7 +78,9 @@ def start() -> bool:
         backends = [b for b in redis_backends() if b.config.autostart and not list(b.check())]
         if not backends:
             return False
-        worker = Worker(backends, concurrency=max(b.config.concurrency for b in backends))
+        worker = Worker(
+            backends, concurrency=max(b.config.concurrency for b in backends), grace=STOP_GRACE
+        )
         _running = BackgroundWorker(worker).start()
     logger.info("Autostarted background worker %s in pid %d", worker.worker_id, os.getpid())
     atexit.register(stop)

@@ -1,20 +1,26 @@
-"""Running one claimed task: its function, its signals, and storing its one outcome.
+"""Running one claimed task and settling its one outcome: success, failure, or a retry.
 
 Sync tasks run whole in a worker thread (signals, database connection hygiene and the final
 write included), so a slow receiver or task never blocks the event loop; async tasks run whole
-on the loop with the asyncio client.
+on the loop with the asyncio client. Every write is owner-checked by its script, so whichever of
+a late thread, a timeout and a recovered lease writes second changes nothing.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import random
+import time
 import traceback
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from inspect import iscoroutinefunction
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
+import redis
 from django.db import close_old_connections
+from django.utils.module_loading import import_string
 
 from .compat import TaskContext, TaskError, TaskResultStatus, task_finished, task_started
 from .exceptions import ResultNotSerializable
@@ -25,20 +31,20 @@ if TYPE_CHECKING:
     from .backend import RedisBackend
 
 logger = logging.getLogger("redis_tasks")
+T = TypeVar("T")
+OUTAGE_ERRORS = (redis.ConnectionError, redis.TimeoutError)
 
 
 @dataclass
 class Outcome:
     status: str
     return_json: str | None = None
-    error: TaskError | None = None
+    exception: BaseException | None = None
     return_value: Any = None
 
     @property
-    def error_json(self) -> str | None:
-        if self.error is None:
-            return None
-        return error_json(self.error.exception_class_path, self.error.traceback)
+    def error(self) -> TaskError | None:
+        return None if self.exception is None else error_of(self.exception)
 
 
 def error_of(exc: BaseException) -> TaskError:
@@ -49,6 +55,17 @@ def error_of(exc: BaseException) -> TaskError:
     )
 
 
+def failed(exc: BaseException) -> Outcome:
+    return Outcome(TaskResultStatus.FAILED, exception=exc)
+
+
+def timed_out(seconds: float, cause: BaseException | None = None) -> Outcome:
+    try:
+        raise TimeoutError(f"the task ran past its timeout of {seconds:g}s") from cause
+    except TimeoutError as exc:
+        return failed(exc)
+
+
 def prepare(claim: Claim) -> Any:
     """The TaskResult of a claim; raises InvalidTaskPayload for anything that is not a task."""
     return result_from_hash(claim.task_id, claim.fields)
@@ -56,6 +73,10 @@ def prepare(claim: Claim) -> Any:
 
 def is_async(result: Any) -> bool:
     return iscoroutinefunction(result.task.func)
+
+
+def timeout_of(backend: RedisBackend, result: Any) -> float | None:
+    return getattr(result.task, "timeout", None) or backend.config.timeout
 
 
 def _call_args(result: Any) -> list[Any]:
@@ -73,14 +94,59 @@ def _succeeded(value: Any) -> Outcome:
                 f"the task returned {type(value).__name__}, which cannot be stored as JSON: {exc}"
             ) from exc
         except ResultNotSerializable as wrapped:
-            return Outcome(TaskResultStatus.FAILED, error=error_of(wrapped))
+            return failed(wrapped)
+
+
+# --- retry policy ---------------------------------------------------------------------------
+
+
+def attempts_counted(claim: Claim, result: Any) -> int:
+    """Attempts that count against max_attempts: starts less graceful hand-backs."""
+    return int(result.attempts) - int(claim.fields.get(b"handbacks", b"0"))
+
+
+def retry_delay(backend: RedisBackend, claim: Claim, result: Any, outcome: Outcome) -> float | None:
+    """Seconds until the next attempt, or None when this outcome is final.
+
+    Exponential backoff with jitter: base * 2^(attempt-1), capped, times a random factor in
+    [0.5, 1.5) so that tasks failing together do not retry together.
+    """
+    exc = outcome.exception
+    if outcome.status != TaskResultStatus.FAILED or exc is None or not isinstance(exc, Exception):
+        return None  # SystemExit, KeyboardInterrupt and the like are never retried
+    task, config = result.task, backend.config
+    max_attempts = getattr(task, "max_attempts", None) or config.max_attempts
+    attempt = attempts_counted(claim, result)
+    if attempt >= max_attempts:
+        return None
+    paths = task.retry_paths(config.retry_on) if hasattr(task, "retry_paths") else config.retry_on
+    if not any(isinstance(exc, _exception_class(p)) for p in paths):
+        return None
+    base = getattr(task, "retry_backoff", None) or config.retry_backoff
+    delay = min(base * 2 ** (attempt - 1), config.retry_backoff_max)
+    return float(min(delay * random.uniform(0.5, 1.5), config.retry_backoff_max))
+
+
+def _exception_class(path: str) -> type[BaseException]:
+    try:
+        cls = import_string(path)
+    except ImportError:
+        return _Never
+    return cls if isinstance(cls, type) and issubclass(cls, BaseException) else _Never
+
+
+class _Never(Exception):
+    """Stands for a retry_on path that does not import: matches nothing."""
+
+
+# --- settling -------------------------------------------------------------------------------
 
 
 def _record(result: Any, outcome: Outcome, finished_ms: int) -> None:
     """Mirror the stored outcome on the in-memory result handed to task_finished."""
     object.__setattr__(result, "status", outcome.status)
     object.__setattr__(result, "finished_at", from_ms(str(finished_ms)))
-    if outcome.error is not None:
+    if outcome.exception is not None:
         result.errors.append(outcome.error)
     if outcome.status == TaskResultStatus.SUCCESSFUL:
         object.__setattr__(result, "_return_value", outcome.return_value)
@@ -89,54 +155,161 @@ def _record(result: Any, outcome: Outcome, finished_ms: int) -> None:
 def _log_rejected(claim: Claim) -> None:
     logger.warning(
         "Task %s: outcome discarded, this worker no longer holds its lease "
-        "(another attempt owns the task now)",
+        "(it was recovered, timed out or handed back; another attempt owns it)",
         claim.task_id,
     )
+
+
+def _finished_signal(backend: RedisBackend, result: Any, outcome: Outcome) -> None:
+    # Sent inside an except block when the task failed, so receivers (the framework's logger,
+    # error trackers) see the exception in sys.exc_info().
+    if outcome.exception is None:
+        task_finished.send(sender=type(backend), task_result=result)
+        return
+    try:
+        raise outcome.exception
+    except BaseException:
+        task_finished.send(sender=type(backend), task_result=result)
+
+
+async def _afinished_signal(backend: RedisBackend, result: Any, outcome: Outcome) -> None:
+    if outcome.exception is None:
+        await task_finished.asend(sender=type(backend), task_result=result)
+        return
+    try:
+        raise outcome.exception
+    except BaseException:
+        await task_finished.asend(sender=type(backend), task_result=result)
+
+
+def _with_retries(backend: RedisBackend, write: Callable[[], T]) -> T:
+    """Retry a write through a Redis outage for as long as the lease could still hold."""
+    deadline = time.monotonic() + backend.config.lease_timeout
+    pause = 0.1
+    while True:
+        try:
+            return write()
+        except OUTAGE_ERRORS as exc:
+            if time.monotonic() + pause > deadline:
+                raise
+            logger.warning("Redis unavailable (%s); retrying in %.1fs", exc, pause)
+            time.sleep(pause)
+            pause = min(pause * 2, 2.0)
+
+
+async def _awith_retries(backend: RedisBackend, write: Callable[[], Awaitable[T]]) -> T:
+    deadline = time.monotonic() + backend.config.lease_timeout
+    pause = 0.1
+    while True:
+        try:
+            return await write()
+        except OUTAGE_ERRORS as exc:
+            if time.monotonic() + pause > deadline:
+                raise
+            logger.warning("Redis unavailable (%s); retrying in %.1fs", exc, pause)
+            await asyncio.sleep(pause)
+            pause = min(pause * 2, 2.0)
+
+
+def _log_retry(claim: Claim, result: Any, outcome: Outcome, delay: float) -> None:
+    logger.info(
+        "Task %s attempt %d failed with %s; retrying in %.1fs",
+        claim.task_id, result.attempts, type(outcome.exception).__name__, delay,
+    )  # fmt: skip
+
+
+def settle(backend: RedisBackend, claim: Claim, result: Any, outcome: Outcome) -> None:
+    """Store the outcome (or schedule a retry) and tell the receivers; sync twin."""
+    store = backend.store
+    delay = retry_delay(backend, claim, result, outcome)
+    error = None if outcome.error is None else error_json(*_error_pair(outcome.error))
+    if delay is not None:
+        if _with_retries(backend, lambda: store.requeue(claim, delay, error)):
+            _log_retry(claim, result, outcome, delay)
+        else:
+            _log_rejected(claim)
+        return
+    finished = _with_retries(
+        backend, lambda: store.finish(claim, outcome.status, outcome.return_json, error)
+    )
+    if not finished:
+        _log_rejected(claim)
+        return
+    _record(result, outcome, finished)
+    _finished_signal(backend, result, outcome)
+
+
+async def asettle(backend: RedisBackend, claim: Claim, result: Any, outcome: Outcome) -> None:
+    """Store the outcome (or schedule a retry) and tell the receivers; async twin."""
+    store = backend.store
+    delay = retry_delay(backend, claim, result, outcome)
+    error = None if outcome.error is None else error_json(*_error_pair(outcome.error))
+    if delay is not None:
+        if await _awith_retries(backend, lambda: store.arequeue(claim, delay, error)):
+            _log_retry(claim, result, outcome, delay)
+        else:
+            _log_rejected(claim)
+        return
+    finished = await _awith_retries(
+        backend, lambda: store.afinish(claim, outcome.status, outcome.return_json, error)
+    )
+    if not finished:
+        _log_rejected(claim)
+        return
+    _record(result, outcome, finished)
+    await _afinished_signal(backend, result, outcome)
+
+
+def _error_pair(error: TaskError) -> tuple[str, str]:
+    return error.exception_class_path, error.traceback
 
 
 async def fail_unrunnable(backend: RedisBackend, claim: Claim, exc: BaseException) -> None:
     """Store the failure of a claim that cannot be run at all (bad payload); run nothing."""
     logger.error("Task %s cannot be run: %s", claim.task_id, exc)
-    outcome = Outcome(TaskResultStatus.FAILED, error=error_of(exc))
-    await backend.store.afinish(claim, outcome.status, error_json=outcome.error_json)
+    error = error_of(exc)
+    await _awith_retries(
+        backend,
+        lambda: backend.store.afinish(
+            claim, TaskResultStatus.FAILED, None, error_json(*_error_pair(error))
+        ),
+    )
+
+
+# --- running --------------------------------------------------------------------------------
 
 
 def run_sync(backend: RedisBackend, claim: Claim, result: Any) -> None:
-    """Run a sync task in the calling (worker) thread."""
+    """Run a sync task in the calling (worker) thread, then settle it."""
     close_old_connections()
     try:
         task_started.send(sender=type(backend), task_result=result)
         try:
             outcome = _succeeded(result.task.func(*_call_args(result), **result.kwargs))
         except BaseException as exc:  # SystemExit and KeyboardInterrupt too: the task failed
-            outcome = Outcome(TaskResultStatus.FAILED, error=error_of(exc))
+            outcome = failed(exc)
     finally:
         close_old_connections()
-    finished = backend.store.finish(claim, outcome.status, outcome.return_json, outcome.error_json)
-    if not finished:
-        _log_rejected(claim)
-        return
-    _record(result, outcome, finished)
-    task_finished.send(sender=type(backend), task_result=result)
+    settle(backend, claim, result, outcome)
 
 
 async def run_async(backend: RedisBackend, claim: Claim, result: Any) -> None:
-    """Run an async task on the worker's event loop."""
+    """Run an async task on the worker's event loop, cancelled at its timeout, then settle it."""
     await task_started.asend(sender=type(backend), task_result=result)
+    timeout = timeout_of(backend, result)
+    deadline = asyncio.timeout(timeout)
     try:
-        outcome = _succeeded(await result.task.func(*_call_args(result), **result.kwargs))
+        async with deadline:
+            value = await result.task.func(*_call_args(result), **result.kwargs)
+        outcome = _succeeded(value)
+    except TimeoutError as exc:
+        expired = timeout is not None and deadline.expired()
+        outcome = timed_out(timeout, exc) if expired and timeout is not None else failed(exc)
     except asyncio.CancelledError as exc:
         current = asyncio.current_task()
         if current is not None and current.cancelling():
-            raise  # the worker is cancelling this task; the lease brings it back
-        outcome = Outcome(TaskResultStatus.FAILED, error=error_of(exc))
+            raise  # the worker is shutting down: it hands the task back
+        outcome = failed(exc)
     except BaseException as exc:
-        outcome = Outcome(TaskResultStatus.FAILED, error=error_of(exc))
-    finished = await backend.store.afinish(
-        claim, outcome.status, outcome.return_json, outcome.error_json
-    )
-    if not finished:
-        _log_rejected(claim)
-        return
-    _record(result, outcome, finished)
-    await task_finished.asend(sender=type(backend), task_result=result)
+        outcome = failed(exc)
+    await asettle(backend, claim, result, outcome)

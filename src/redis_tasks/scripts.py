@@ -188,8 +188,9 @@ for i = 1, #lost do
     else
       local ready = prefix .. '@READY@' .. fields[1]
       if usable(ready, 'zset', now) then
-        redis.call('HSET', key, 'status', 'READY', 'errors', json_append(
-          redis.call('HGET', key, 'errors'), error_json('redis_tasks.exceptions.WorkerLost', message)))
+        local errors = redis.call('HGET', key, 'errors')
+        redis.call('HSET', key, 'status', 'READY', 'errors',
+          json_append(errors, error_json('redis_tasks.exceptions.WorkerLost', message)))
         redis.call('HDEL', key, 'owner')
         redis.call('ZADD', ready, fields[2], id)
         wake(KEYS[5])

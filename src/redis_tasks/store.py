@@ -261,7 +261,9 @@ class TaskStore:
         """Put an owned task back: a retry after ``delay`` seconds, or a graceful hand-back.
         Returns when it is due again (ms), or 0 if the lease was lost (nothing changed)."""
         key_list, argv = self._requeue_call(claim, delay, error_json, handback)
-        return int(self._script(self.connections.sync, scripts.REQUEUE_SOURCE)(keys=key_list, args=argv))
+        return int(
+            self._script(self.connections.sync, scripts.REQUEUE_SOURCE)(keys=key_list, args=argv)
+        )
 
     async def arequeue(
         self, claim: Claim, delay: float = 0, error_json: str | None = None, handback: bool = False
@@ -277,6 +279,29 @@ class TaskStore:
             argv += [task_id, token]
         lost = self._script(client, scripts.RENEW_SOURCE)(keys=[self.keys.running], args=argv)
         return [x.decode() for x in lost]
+
+    def server_risks(self) -> list[str]:
+        """What in the server's configuration can lose tasks (see docs/reliability.md)."""
+        client = self.connections.sync
+        risks = []
+        try:
+            config: dict[str, str] = {}
+            for name in ("maxmemory-policy", "appendonly", "save"):
+                config |= {str(k): str(v) for k, v in client.config_get(name).items()}
+        except redis.ResponseError:  # CONFIG is often disabled on managed Redis
+            return []
+        policy = config.get("maxmemory-policy", "noeviction")
+        if policy != "noeviction":
+            risks.append(
+                f"maxmemory-policy is {policy!r}: Redis may evict queued tasks and results when "
+                "memory runs out. Set it to 'noeviction'."
+            )
+        if config.get("appendonly") != "yes" and not config.get("save", "").strip():
+            risks.append(
+                "persistence is off (no AOF, no RDB snapshots): a Redis restart loses every "
+                "queued task. Set 'appendonly yes' (appendfsync everysec)."
+            )
+        return risks
 
     async def wait_for_work(self, timeout: float) -> None:
         """Block until an enqueue signals new work, or ``timeout`` seconds pass."""

@@ -19,7 +19,7 @@ DEFAULT_BACKEND_ALIAS = "default"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class RedisTask(Task):  # type: ignore[misc,unused-ignore]
+class RedisTask(Task):  # type: ignore[misc,type-arg,unused-ignore]
     max_attempts: int | None = None  # None: the backend's max_attempts
     retry_on: tuple[Any, ...] | None = None  # exception classes or paths; None: see retry_paths()
     retry_backoff: float | None = None  # first retry delay in seconds; None: the backend's
@@ -39,7 +39,9 @@ def validate_options(task: Any) -> None:
     """Raise InvalidTask for a RedisTask option that cannot work (called at decoration)."""
     if not isinstance(task, RedisTask):
         return
-    if task.max_attempts is not None and (type(task.max_attempts) is not int or task.max_attempts < 1):
+    if task.max_attempts is not None and (
+        type(task.max_attempts) is not int or task.max_attempts < 1
+    ):
         raise InvalidTask(f"max_attempts must be a positive integer, not {task.max_attempts!r}.")
     for name in ("retry_backoff", "timeout"):
         value = getattr(task, name)
@@ -68,7 +70,8 @@ def task(
     """The framework's ``@task`` with the reliability options, on every Django version."""
 
     def wrapper(func: Callable[..., Any]) -> Any:
-        return task_backends[backend].task_class(
+        task_class: Any = task_backends[backend].task_class
+        return task_class(
             func=func,
             priority=priority,
             queue_name=queue_name,

@@ -18,7 +18,7 @@ import socket
 import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import redis
 
@@ -32,7 +32,10 @@ if TYPE_CHECKING:
 logger = logging.getLogger("redis_tasks")
 
 IDLE_WAIT_MAX = 1.0  # seconds an idle consumer blocks before sweeping expired tasks and leases
+BACKOFF_MIN = 0.1
 BACKOFF_MAX = 5.0
+DEFAULT_GRACE = 25.0  # seconds running tasks get after SIGTERM before they are handed back
+EXIT_RESTART = 3  # exit code asking the supervisor for a fresh process (abandoned threads)
 
 
 def new_worker_id() -> str:
@@ -48,6 +51,8 @@ class Worker:
         concurrency: int = 10,
         burst: bool = False,
         max_tasks: int | None = None,
+        grace: float | None = DEFAULT_GRACE,
+        max_abandoned: int | None = None,
         worker_id: str | None = None,
         on_task_done: Callable[[], None] | None = None,
     ) -> None:
@@ -58,9 +63,14 @@ class Worker:
         self.concurrency = concurrency
         self.burst = burst
         self.max_tasks = max_tasks
+        self.grace = grace
+        self.max_abandoned = concurrency if max_abandoned is None else max_abandoned
         self.worker_id = worker_id or new_worker_id()
         self.on_task_done = on_task_done
         self.tasks_done = 0
+        self.exit_code = 0
+        self.abandoned_threads = 0  # sync tasks past their timeout whose thread still runs
+        self._abandoned_lock = threading.Lock()
         self._claimed = 0
         self._free = concurrency
         self._leases: dict[str, dict[str, str]] = {b.alias: {} for b in self.backends}
@@ -69,11 +79,12 @@ class Worker:
         self._stopping: asyncio.Event | None = None
         self._capacity: asyncio.Condition | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._executor: ThreadPoolExecutor | None = None
 
     # --- control ------------------------------------------------------------------------
 
     def request_stop(self) -> None:
-        """Stop claiming; running tasks finish. Safe to call from any thread."""
+        """Stop claiming; running tasks get the grace period. Safe to call from any thread."""
         loop = self._loop
         if loop is not None and not loop.is_closed():
             loop.call_soon_threadsafe(lambda: loop.create_task(self._stop()))
@@ -92,7 +103,10 @@ class Worker:
         self._loop = asyncio.get_running_loop()
         self._stopping = asyncio.Event()
         self._capacity = asyncio.Condition()
-        executor = ThreadPoolExecutor(self.concurrency, thread_name_prefix="redis-tasks")
+        # Room for the abandoned threads of timed-out sync tasks, so they cost no capacity.
+        self._executor = ThreadPoolExecutor(
+            self.concurrency + self.max_abandoned, thread_name_prefix="redis-tasks"
+        )
         heartbeat_stop = threading.Event()
         heartbeat = threading.Thread(
             target=self._heartbeat,
@@ -108,18 +122,45 @@ class Worker:
             ", ".join(self.queues) or "all",
             self.concurrency,
         )
+        await self._warn_about_server()
         try:
-            consumers = [asyncio.create_task(self._consume(b, executor)) for b in self.backends]
+            consumers = [asyncio.create_task(self._consume(b)) for b in self.backends]
             await asyncio.gather(*consumers)
-            if self._running:
-                await asyncio.gather(*self._running, return_exceptions=True)
+            await self._drain()
         finally:
             heartbeat_stop.set()
-            executor.shutdown(wait=True)
+            # Abandoned threads cannot be joined; the process exits without waiting for them.
+            self._executor.shutdown(wait=self.abandoned_threads == 0, cancel_futures=True)
             heartbeat.join()
             for backend in self.backends:
                 await backend.store.connections.aclose()
         logger.info("Worker %s stopped after %d tasks", self.worker_id, self.tasks_done)
+
+    async def _drain(self) -> None:
+        """Give running tasks the grace period, then hand the rest back to their queues."""
+        if not self._running:
+            return
+        _, pending = await asyncio.wait(set(self._running), timeout=self.grace)
+        if pending:
+            logger.warning(
+                "Worker %s: %d task(s) still running after the %ss grace period; "
+                "handing them back to their queues",
+                self.worker_id, len(pending), self.grace,
+            )  # fmt: skip
+            for job in pending:
+                job.cancel()
+            await asyncio.gather(*pending, return_exceptions=True)
+
+    async def _warn_about_server(self) -> None:
+        for backend in self.backends:
+            try:
+                risks = await asyncio.to_thread(backend.store.server_risks)
+            except (redis.RedisError, OSError) as exc:
+                logger.warning("Worker %s: Redis of %r unreachable at start: %s",
+                               self.worker_id, backend.alias, exc)  # fmt: skip
+                continue
+            for risk in risks:
+                logger.warning("Backend %r: %s", backend.alias, risk)
 
     # --- consuming ----------------------------------------------------------------------
 
@@ -152,12 +193,11 @@ class Worker:
                 self._free += count
                 self._capacity.notify_all()
 
-    async def _consume(self, backend: RedisBackend, executor: ThreadPoolExecutor) -> None:
-        assert self._stopping is not None
+    async def _consume(self, backend: RedisBackend) -> None:
         store = backend.store
         queues = self._queues_for(backend)
         mine: set[asyncio.Task[None]] = set()
-        backoff = 0.1
+        backoff = BACKOFF_MIN
         while not self.stopping:
             count = await self._reserve()
             if count == 0:
@@ -170,18 +210,20 @@ class Worker:
                 await self._release(count, unclaimed=True)
                 logger.warning(
                     "Worker %s: Redis of backend %r failed (%s); retrying in %.1fs",
-                    self.worker_id,
-                    backend.alias,
-                    exc,
-                    backoff,
-                )
+                    self.worker_id, backend.alias, exc, backoff,
+                )  # fmt: skip
                 await self._sleep(backoff)
                 backoff = min(backoff * 2, BACKOFF_MAX)
                 continue
-            backoff = 0.1
+            if backoff > BACKOFF_MIN:
+                logger.info("Worker %s: Redis of backend %r is back", self.worker_id, backend.alias)
+            backoff = BACKOFF_MIN
+            for key in batch.quarantined:
+                logger.error("Backend %r: a key of the wrong type was moved aside to %r",
+                             backend.alias, key)  # fmt: skip
             await self._release(count - len(batch.claims), unclaimed=True)
             for claim in batch.claims:
-                job = asyncio.create_task(self._execute(backend, claim, executor))
+                job = asyncio.create_task(self._execute(backend, claim))
                 mine.add(job)
                 self._running.add(job)
                 job.add_done_callback(mine.discard)
@@ -213,15 +255,12 @@ class Worker:
                 pending.cancel()
         await asyncio.gather(waiter, stopper, return_exceptions=True)
         if waiter in done and waiter.exception() is not None:
-            exc = waiter.exception()
-            logger.warning("Worker %s: waiting on Redis failed: %s", self.worker_id, exc)
-            await self._sleep(0.5)
+            # The next claim meets the same outage and backs off; pause briefly meanwhile.
+            await self._sleep(BACKOFF_MIN)
 
     # --- running ------------------------------------------------------------------------
 
-    async def _execute(
-        self, backend: RedisBackend, claim: Claim, executor: ThreadPoolExecutor
-    ) -> None:
+    async def _execute(self, backend: RedisBackend, claim: Claim) -> None:
         with self._leases_lock:
             self._leases[backend.alias][claim.task_id] = claim.token
         try:
@@ -233,14 +272,16 @@ class Worker:
             if execution.is_async(result):
                 await execution.run_async(backend, claim, result)
             else:
-                loop = asyncio.get_running_loop()
-                await loop.run_in_executor(executor, execution.run_sync, backend, claim, result)
+                await self._run_in_thread(backend, claim, result)
+        except asyncio.CancelledError:
+            # Shutdown after the grace period: back to the queue at once, not counted as a
+            # failure. A sync task's thread runs on, but its late outcome will be rejected.
+            await self._hand_back(backend, claim)
         except Exception:
             logger.exception(
                 "Worker %s: could not store the outcome of task %s; its lease will return it",
-                self.worker_id,
-                claim.task_id,
-            )
+                self.worker_id, claim.task_id,
+            )  # fmt: skip
         finally:
             with self._leases_lock:
                 self._leases[backend.alias].pop(claim.task_id, None)
@@ -248,6 +289,42 @@ class Worker:
             if self.on_task_done is not None:
                 self.on_task_done()
             await self._release(1)
+
+    async def _run_in_thread(self, backend: RedisBackend, claim: Claim, result: Any) -> None:
+        assert self._executor is not None
+        future = self._executor.submit(execution.run_sync, backend, claim, result)
+        timeout = execution.timeout_of(backend, result)
+        try:
+            await asyncio.wait_for(asyncio.shield(asyncio.wrap_future(future)), timeout)
+        except TimeoutError:
+            # Python cannot stop a thread: abandon it, store the timeout now (its own late
+            # write will be rejected), and let the thread's slot go.
+            with self._abandoned_lock:
+                self.abandoned_threads += 1
+            future.add_done_callback(self._thread_returned)
+            logger.error("Task %s ran past its %ss timeout; its thread is abandoned",
+                         claim.task_id, timeout)  # fmt: skip
+            await execution.asettle(backend, claim, result, execution.timed_out(timeout or 0))
+            if self.abandoned_threads > self.max_abandoned and not self.stopping:
+                logger.error(
+                    "Worker %s: %d abandoned threads; stopping so that a fresh process "
+                    "takes over (exit code %d)",
+                    self.worker_id, self.abandoned_threads, EXIT_RESTART,
+                )  # fmt: skip
+                self.exit_code = EXIT_RESTART
+                await self._stop()
+
+    def _thread_returned(self, _: Any) -> None:
+        with self._abandoned_lock:
+            self.abandoned_threads -= 1
+
+    async def _hand_back(self, backend: RedisBackend, claim: Claim) -> None:
+        try:
+            if await backend.store.arequeue(claim, handback=True):
+                logger.info("Task %s handed back to its queue", claim.task_id)
+        except (redis.RedisError, OSError) as exc:
+            logger.warning("Task %s could not be handed back (%s); its lease will return it",
+                           claim.task_id, exc)  # fmt: skip
 
     # --- leases -------------------------------------------------------------------------
 

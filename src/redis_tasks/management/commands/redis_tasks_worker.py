@@ -16,7 +16,14 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from redis_tasks.progress import show_progress
 from redis_tasks.runner import redis_backends
-from redis_tasks.worker import Worker
+from redis_tasks.worker import DEFAULT_GRACE, Worker
+
+
+def non_negative_float(value: str) -> float:
+    number = float(value)
+    if number < 0:
+        raise ValueError(value)
+    return number
 
 
 def positive_int(value: str) -> int:
@@ -66,6 +73,14 @@ class Command(BaseCommand):
             help="Exit after running this many tasks.",
         )
         parser.add_argument(
+            "--grace",
+            type=non_negative_float,
+            default=DEFAULT_GRACE,
+            metavar="SECONDS",
+            help="After SIGTERM/SIGINT, seconds running tasks may take to finish before they are "
+            f"handed back to their queues (default {DEFAULT_GRACE:g}).",
+        )
+        parser.add_argument(
             "--progress",
             action=argparse.BooleanOptionalAction,
             default=None,
@@ -94,11 +109,17 @@ class Command(BaseCommand):
             concurrency=options["concurrency"] or max(b.config.concurrency for b in backends),
             burst=options["burst"],
             max_tasks=options["max_tasks"],
+            grace=options["grace"],
         )
         progress = options["progress"]
         if progress is None:
             progress = options["burst"] and sys.stderr.isatty()
         asyncio.run(self._run(worker, backends, progress))
+        if worker.abandoned_threads or worker.exit_code:
+            # Threads of timed-out sync tasks cannot be joined: leave without waiting for them.
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(worker.exit_code)
 
     async def _run(self, worker: Worker, backends: list[Any], progress: bool) -> None:
         loop = asyncio.get_running_loop()
@@ -111,8 +132,8 @@ class Command(BaseCommand):
                 )
                 os._exit(1)
             self.stderr.write(
-                f"{signal.Signals(signum).name}: no new tasks are claimed; "
-                "waiting for running tasks (signal again to exit now)."
+                f"{signal.Signals(signum).name}: no new tasks are claimed; running tasks get "
+                f"{worker.grace:g}s, then go back to their queues (signal again to exit now)."
             )
             worker.request_stop()
 
