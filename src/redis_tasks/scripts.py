@@ -254,6 +254,9 @@ while claimed < max_count do
 end
 
 if claimed == 0 then
+  -- Tokens left by enqueues this claim has now seen would only wake idle workers for nothing;
+  -- an enqueue after this script pushes a fresh one, so no wake-up is lost.
+  redis.call('DEL', KEYS[5])
   local next_due = -1
   for q = 1, #served do
     local head = redis.call('ZRANGE', served[q][2], 0, 0, 'WITHSCORES')

@@ -81,7 +81,7 @@ class TaskStore:
             outcome = "Nothing was changed"
         return BackendUnavailable(
             f"Redis for task backend {self.alias!r} at {redacted(self.options.location)} failed: "
-            f"{exc}. {outcome}; check that Redis is running and LOCATION is right."
+            f"{str(exc).rstrip('.')}. {outcome}; check that Redis is running and LOCATION is right."
         )
 
     # --- enqueue ------------------------------------------------------------------------

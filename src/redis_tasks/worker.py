@@ -17,7 +17,7 @@ import secrets
 import socket
 import threading
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
 import redis
@@ -296,12 +296,13 @@ class Worker:
         timeout = execution.timeout_of(backend, result)
         try:
             await asyncio.wait_for(asyncio.shield(asyncio.wrap_future(future)), timeout)
+        except asyncio.CancelledError:
+            self._abandon(future)  # shutdown: the task is handed back; its thread runs on
+            raise
         except TimeoutError:
             # Python cannot stop a thread: abandon it, store the timeout now (its own late
             # write will be rejected), and let the thread's slot go.
-            with self._abandoned_lock:
-                self.abandoned_threads += 1
-            future.add_done_callback(self._thread_returned)
+            self._abandon(future)
             logger.error("Task %s ran past its %ss timeout; its thread is abandoned",
                          claim.task_id, timeout)  # fmt: skip
             await execution.asettle(backend, claim, result, execution.timed_out(timeout or 0))
@@ -313,6 +314,11 @@ class Worker:
                 )  # fmt: skip
                 self.exit_code = EXIT_RESTART
                 await self._stop()
+
+    def _abandon(self, future: Future[None]) -> None:
+        with self._abandoned_lock:
+            self.abandoned_threads += 1
+        future.add_done_callback(self._thread_returned)
 
     def _thread_returned(self, _: Any) -> None:
         with self._abandoned_lock:

@@ -1,0 +1,41 @@
+"""Django settings for the benchmark: one RedisBackend on the benchmark's private Redis.
+
+``bench.py`` starts its own ``redis-server`` and passes its URL in ``REDIS_TASKS_BENCH_URL``,
+so worker subprocesses started by the benchmark load these settings and talk to the same server.
+"""
+
+from __future__ import annotations
+
+import os
+
+try:
+    import django.tasks  # noqa: F401
+
+    FRAMEWORK_APPS: list[str] = []
+except ImportError:  # Django 5.2: the django-tasks backport
+    FRAMEWORK_APPS = ["django_tasks"]
+
+REDIS_URL = os.environ["REDIS_TASKS_BENCH_URL"]
+
+SECRET_KEY = "benchmarks-only"
+DEBUG = False
+USE_TZ = True
+TIME_ZONE = "UTC"
+INSTALLED_APPS = [*FRAMEWORK_APPS, "redis_tasks"]
+DATABASES: dict[str, dict[str, str]] = {}
+
+TASKS = {
+    "default": {
+        "BACKEND": "redis_tasks.backend.RedisBackend",
+        "LOCATION": f"{REDIS_URL}/0",
+        "maxsize": None,
+        "autostart": False,
+    },
+}
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "handlers": {"console": {"class": "logging.StreamHandler"}},
+    "loggers": {"redis_tasks": {"handlers": ["console"], "level": "WARNING"}},
+}

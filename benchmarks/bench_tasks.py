@@ -1,0 +1,15 @@
+"""No-op tasks for the benchmark (the framework needs module-level task functions)."""
+
+from __future__ import annotations
+
+from redis_tasks.compat import task
+
+
+@task()
+def noop() -> None:
+    """A sync task that does nothing: what is measured is the backend and the worker."""
+
+
+@task()
+async def anoop() -> None:
+    """An async task that does nothing."""

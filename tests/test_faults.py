@@ -1,0 +1,335 @@
+"""Fault injection: real worker processes and real Redis servers, killed, paused and cut off.
+
+Every test checks what happened against an independent record: an append-only journal that the
+task itself writes (`start <key> <pid>` / `end <key> <pid>`), not Redis. What is checked:
+no task lost, exactly one stored outcome each, and stored attempts matching the real starts.
+A claim records its attempt atomically, a moment before the task function writes `start`; a
+SIGKILL in between leaves an attempt without a start, so attempts may exceed starts by at most
+the claims a kill can interrupt (kills x concurrency). Stored attempts are never fewer.
+"""
+
+from __future__ import annotations
+
+import random
+import signal
+import socket
+import subprocess
+import threading
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+
+from redis_tasks.backend import RedisBackend
+from redis_tasks.compat import TaskResultStatus
+from redis_tasks.exceptions import BackendUnavailable
+from redis_tasks.keys import Keys
+from tests import tasks
+from tests.helpers import child_env, manage, wait_until
+from tests.redis_server import RedisServer, free_port
+
+LEASE = "1"
+
+
+class Journal:
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def lines(self) -> list[tuple[str, str, int]]:
+        if not self.path.exists():
+            return []
+        out = []
+        for line in self.path.read_text().splitlines():
+            parts = line.split()
+            if len(parts) == 3:  # a line cut short by SIGKILL is not a start
+                out.append((parts[0], parts[1], int(parts[2])))
+        return out
+
+    def count(self, kind: str) -> Counter[str]:
+        return Counter(key for k, key, _ in self.lines() if k == kind)
+
+    def pids(self, kind: str, key: str) -> list[int]:
+        return [pid for k, name, pid in self.lines() if k == kind and name == key]
+
+
+class Workers:
+    """Worker processes with their output in files (no pipe can fill up and block them)."""
+
+    def __init__(self, tmp_path: Path, **env: str) -> None:
+        self.tmp_path = tmp_path
+        self.env = child_env(REDIS_TASKS_TEST_LEASE=LEASE, **env)
+        self.procs: list[subprocess.Popen[str]] = []
+
+    def start(self, *args: str) -> subprocess.Popen[str]:
+        log = open(self.tmp_path / f"worker-{len(self.procs)}.log", "w")  # noqa: SIM115
+        proc = manage("redis_tasks_worker", *args, env=self.env, stdout=log, stderr=log)
+        self.procs.append(proc)
+        return proc
+
+    def log(self, proc: subprocess.Popen[str]) -> str:
+        return (self.tmp_path / f"worker-{self.procs.index(proc)}.log").read_text()
+
+    def stop_all(self) -> None:
+        for proc in self.procs:
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGCONT)
+                proc.terminate()
+        for proc in self.procs:
+            try:
+                proc.wait(30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+
+@pytest.fixture(autouse=True)
+def no_maxsize(settings: Any) -> None:
+    """These tests queue hundreds of tasks at once."""
+    settings.TASKS = {**settings.TASKS, "default": {**settings.TASKS["default"], "maxsize": None}}
+
+
+@pytest.fixture
+def workers(tmp_path: Path) -> Any:
+    made: list[Workers] = []
+
+    def make(**env: str) -> Workers:
+        made.append(Workers(tmp_path, **env))
+        return made[-1]
+
+    yield make
+    for w in made:
+        w.stop_all()
+
+
+def refreshed(result: Any, backend: RedisBackend | None = None) -> Any:
+    if backend is None:
+        result.refresh()
+        return result
+    return backend.get_result(result.id)
+
+
+def assert_no_leftovers(client: redis.Redis, namespace: str = "task_queue") -> None:
+    k = Keys(namespace)
+    assert client.zcard(k.running) == 0
+    assert client.zcard(k.ready("default")) == 0
+    assert client.zcard(k.deferred("default")) == 0
+
+
+def test_sigkill_storm_loses_nothing(
+    tmp_path: Path, workers: Any, clean_redis: redis.Redis
+) -> None:
+    journal = Journal(tmp_path / "journal")
+    results = {f"t{i}": tasks.journal.enqueue(str(journal.path), f"t{i}", 0.02) for i in range(300)}
+    pool = workers(REDIS_TASKS_TEST_MAX_ATTEMPTS="100")
+    procs = [pool.start("--concurrency", "10") for _ in range(3)]
+    rng = random.Random(42)
+    kills = 0
+    for _ in range(8):
+        seen = len(journal.lines())
+        wait_until(lambda seen=seen: len(journal.lines()) >= seen + 20, timeout=30)
+        victim = rng.randrange(len(procs))
+        procs[victim].kill()  # SIGKILL with tasks in flight
+        procs[victim].wait()
+        kills += 1
+        procs[victim] = pool.start("--concurrency", "10")
+
+    def all_finished() -> bool:
+        return all(refreshed(r).is_finished for r in results.values())
+
+    wait_until(all_finished, timeout=90)
+    starts, ends = journal.count("start"), journal.count("end")
+    extra_attempts = 0
+    for key, result in results.items():
+        assert result.status == TaskResultStatus.SUCCESSFUL, (key, result.errors)
+        assert result.return_value == key
+        assert starts[key] >= 1 and ends[key] >= 1, key
+        assert result.attempts >= starts[key], (key, result.attempts, starts[key])
+        extra_attempts += result.attempts - starts[key]
+        lost = [e.exception_class_path for e in result.errors]
+        assert lost == ["redis_tasks.exceptions.WorkerLost"] * (result.attempts - 1)
+    assert extra_attempts <= kills * 10
+    assert sum(starts.values()) > len(results), (
+        "no kill hit a running task; the test proved nothing"
+    )
+    assert_no_leftovers(clean_redis)
+
+
+def test_paused_worker_loses_its_lease_and_its_late_finish_is_rejected(
+    tmp_path: Path, workers: Any
+) -> None:
+    journal = Journal(tmp_path / "journal")
+    result = tasks.journal.enqueue(str(journal.path), "slow", 0.5)
+    pool = workers()
+    paused = pool.start("--concurrency", "1")
+    wait_until(lambda: journal.count("start")["slow"] == 1)
+    paused.send_signal(signal.SIGSTOP)  # past the lease: another worker takes over
+    rescuer = pool.start("--concurrency", "1")
+    wait_until(lambda: refreshed(result).status == TaskResultStatus.SUCCESSFUL, timeout=30)
+    finished_at, workers_seen = result.finished_at, list(result.worker_ids)
+    paused.send_signal(signal.SIGCONT)
+    wait_until(lambda: "outcome discarded" in pool.log(paused), timeout=30)
+    result.refresh()
+    assert result.finished_at == finished_at and result.worker_ids == workers_seen
+    assert [int(w.split(":")[1]) for w in result.worker_ids] == [paused.pid, rescuer.pid]
+    assert journal.pids("start", "slow") == [paused.pid, rescuer.pid]
+    assert journal.pids("end", "slow") == [rescuer.pid, paused.pid]  # both ran to the end
+    assert [e.exception_class_path for e in result.errors] == ["redis_tasks.exceptions.WorkerLost"]
+
+
+def test_poison_task_fails_after_max_attempts(tmp_path: Path, workers: Any) -> None:
+    journal = Journal(tmp_path / "journal")
+    poison = tasks.crash_worker.enqueue(str(journal.path))
+    fine = tasks.add.using(priority=-1).enqueue(1, 1)
+    pool = workers()
+
+    def supervise() -> bool:  # restart crashed workers, as systemd or Kubernetes would
+        live = [p for p in pool.procs if p.poll() is None]
+        if not live:
+            pool.start("--concurrency", "1")
+        return refreshed(poison).is_finished
+
+    wait_until(supervise, timeout=60, every=0.05)
+    assert poison.status == TaskResultStatus.FAILED
+    assert poison.attempts == 3 == journal.count("start")["crash"]
+    assert [p.returncode for p in pool.procs[:3]] == [13, 13, 13]
+    assert poison.errors[-1].exception_class_path == "redis_tasks.exceptions.WorkerLost"
+    assert "stopped renewing its lease" in poison.errors[-1].traceback
+    wait_until(lambda: refreshed(fine).is_finished)
+    assert fine.return_value == 2
+
+
+@pytest.mark.parametrize("grace", ["0.3", "30"])
+def test_sigterm_hands_back_or_finishes_within_the_grace(
+    tmp_path: Path, workers: Any, grace: str
+) -> None:
+    journal = Journal(tmp_path / "journal")
+    result = tasks.journal.enqueue(str(journal.path), "job", 1.0)
+    pool = workers()
+    worker = pool.start("--concurrency", "1", "--grace", grace)
+    wait_until(lambda: journal.count("start")["job"] == 1)
+    worker.send_signal(signal.SIGTERM)
+    assert worker.wait(30) == 0
+    result.refresh()
+    if grace == "30":
+        assert result.status == TaskResultStatus.SUCCESSFUL and result.attempts == 1
+        return
+    # Handed back at once, not after a lease timeout, and not counted as a failure.
+    assert result.status == TaskResultStatus.READY and result.errors == []
+    assert journal.count("end")["job"] == 0
+    again = pool.start("--burst")
+    assert again.wait(30) == 0
+    result.refresh()
+    assert result.status == TaskResultStatus.SUCCESSFUL and result.errors == []
+    assert result.attempts == 2 == journal.count("start")["job"]
+
+
+def test_several_workers_never_run_a_task_twice(
+    tmp_path: Path, workers: Any, clean_redis: redis.Redis
+) -> None:
+    journal = Journal(tmp_path / "journal")
+    results = [tasks.journal.enqueue(str(journal.path), f"t{i}") for i in range(600)]
+    pool = workers()
+    procs = [pool.start("--burst", "--concurrency", "8") for _ in range(4)]
+    for proc in procs:
+        assert proc.wait(60) == 0
+    starts = journal.count("start")
+    assert set(starts.values()) == {1} and len(starts) == 600
+    assert all(refreshed(r).attempts == 1 for r in results)
+    assert len({pid for _, _, pid in journal.lines()}) > 1, "only one worker ran anything"
+    assert_no_leftovers(clean_redis)
+
+
+def test_worker_rides_out_a_redis_crash_with_aof(tmp_path: Path, workers: Any) -> None:
+    port = free_port()
+    server = RedisServer(port, None, "--appendonly", "yes", "--appendfsync", "always").start()
+    backend = RedisBackend(
+        "default", {"BACKEND": "x", "LOCATION": f"redis://127.0.0.1:{port}/12",
+                    "queue_name": "task_queue", "lease_timeout": float(LEASE)},
+    )  # fmt: skip
+    journal = Journal(tmp_path / "journal")
+    try:
+        results = [
+            backend.enqueue(tasks.journal, [str(journal.path), f"t{i}", 0.01], {})
+            for i in range(200)
+        ]
+        pool = workers(REDIS_TASKS_TEST_PORT=str(port))
+        worker = pool.start("--concurrency", "5")
+        wait_until(lambda: len(journal.count("end")) >= 40)
+        server.kill()  # SIGKILL Redis mid-run
+        server.start()  # same port, same directory: the AOF is replayed
+        wait_until(lambda: all(backend.get_result(r.id).is_finished for r in results), timeout=60)
+        assert worker.poll() is None, "the worker had to be restarted"
+        starts = journal.count("start")
+        for r in results:
+            stored = backend.get_result(r.id)
+            assert stored.status == TaskResultStatus.SUCCESSFUL
+            assert stored.attempts >= starts[stored.args[1]] >= 1
+        assert "Redis of backend 'default' failed" in pool.log(worker)
+    finally:
+        server.stop()
+
+
+class CuttingProxy:
+    """Forwards a client to Redis, then cuts the link at the first script call: before Redis
+    sees it, or after Redis ran it but before the reply reaches the client."""
+
+    def __init__(self, target_port: int, deliver: bool) -> None:
+        self.target_port, self.deliver = target_port, deliver
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                client, _ = self.listener.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._pipe, args=(client,), daemon=True).start()
+
+    def _pipe(self, client: socket.socket) -> None:
+        upstream = socket.create_connection(("127.0.0.1", self.target_port))
+        with client, upstream:
+            while data := client.recv(65536):
+                script_call = b"EVALSHA" in data.upper() or b"\r\nEVAL\r\n" in data.upper()
+                if script_call and not self.deliver:
+                    return  # cut before Redis sees the call
+                upstream.sendall(data)
+                reply = upstream.recv(65536)
+                if script_call and not reply.startswith(b"-NOSCRIPT"):
+                    return  # Redis ran it; the reply is lost
+                client.sendall(reply)
+
+    def close(self) -> None:
+        self.listener.close()
+
+
+@pytest.mark.parametrize("deliver", [False, True], ids=["cut-before", "cut-after"])
+def test_a_cut_in_the_middle_of_an_enqueue_leaves_nothing_half_written(
+    redis_server: RedisServer, clean_redis: redis.Redis, deliver: bool
+) -> None:
+    proxy = CuttingProxy(redis_server.port, deliver)
+    try:
+        backend = RedisBackend(
+            "default", {"BACKEND": "x", "LOCATION": f"redis://127.0.0.1:{proxy.port}/12",
+                        "queue_name": "task_queue"},
+        )  # fmt: skip
+        started = time.monotonic()
+        with pytest.raises(BackendUnavailable) as caught:
+            backend.enqueue(tasks.add, [1, 2], {})
+        assert time.monotonic() - started < 3
+        # Either way the client cannot know whether Redis ran the script, and says so.
+        assert "may or may not have been applied" in str(caught.value)
+    finally:
+        proxy.close()
+    k = Keys("task_queue")
+    task_keys = clean_redis.keys(k.task("*"))
+    ready = clean_redis.zrange(k.ready("default"), 0, -1)
+    if deliver:  # the script ran wholly: the task is complete and queued
+        assert len(task_keys) == 1 and len(ready) == 1
+        assert task_keys[0].decode().endswith(ready[0].decode())
+    else:
+        assert task_keys == [] and ready == []
