@@ -284,3 +284,26 @@ def test_random_garbage_never_stops_the_worker(clean_redis: redis.Redis) -> None
     assert refreshed(good).return_value == 42
     assert clean_redis.zcard(k.ready("default")) == 0
     assert clean_redis.zcard(k.running) == 0
+
+
+def test_every_key_left_behind_has_a_ttl_or_an_owner(
+    clean_redis: redis.Redis, background: Any
+) -> None:
+    k = Keys("task_queue")
+    clean_redis.zadd(k.ready("ghosts"), {"ghost": 0})  # dead-lettered
+    clean_redis.sadd(k.queues, "ghosts")
+    clean_redis.set(k.running, "garbage")  # moved aside
+    done = [
+        tasks.add.enqueue(1, 1),
+        tasks.fail.enqueue(),
+        tasks.flaky.using(queue_name="q").enqueue(1),
+    ]
+    background()
+    for result in done:
+        finished(result)
+    structural = {k.sequence, k.dead}  # a counter, and a set the claim script sweeps
+    for key in clean_redis.keys("*"):
+        name = key.decode()
+        assert name in structural or clean_redis.ttl(key) > 0, name
+    assert clean_redis.zscore(k.dead, "ghost") is not None
+    assert clean_redis.smembers(k.queues) == set()  # queues left empty are forgotten

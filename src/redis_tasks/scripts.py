@@ -33,6 +33,8 @@ local function finish_failed(key, now, class_path, message, result_ttl)
   redis.call('HDEL', key, 'owner')
   if result_ttl then redis.call('EXPIRE', key, result_ttl) end
 end
+-- What is moved aside (dead-lettered ids, corrupt keys) is kept a week for an operator.
+local KEEP_ASIDE_MS = 7 * 24 * 3600 * 1000
 -- Keys of a wrong type (written by something else) are renamed aside, never fatal: a worker
 -- must not stall on garbage. The new names are reported to the caller, which logs them.
 local quarantined = {}
@@ -41,6 +43,7 @@ local function usable(key, wanted, now)
   if actual == 'none' or actual == wanted then return true end
   local aside = key .. ':corrupt:' .. now
   redis.call('RENAME', key, aside)
+  redis.call('PEXPIRE', aside, KEEP_ASIDE_MS)
   quarantined[#quarantined + 1] = aside
   return false
 end
@@ -149,6 +152,7 @@ end
 local function dead(id)
   redis.call('ZADD', KEYS[4], now, id)
 end
+redis.call('ZREMRANGEBYSCORE', KEYS[4], '-inf', now - KEEP_ASIDE_MS)
 
 -- 1. Waiting tasks past their dispatch deadline (`ttl`) fail and never run.
 local expired = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', now, 'LIMIT', 0, 100)
@@ -193,6 +197,7 @@ for i = 1, #lost do
           json_append(errors, error_json('redis_tasks.exceptions.WorkerLost', message)))
         redis.call('HDEL', key, 'owner')
         redis.call('ZADD', ready, fields[2], id)
+        redis.call('SADD', KEYS[3], fields[1])
         wake(KEYS[5])
       end
     end
@@ -253,6 +258,14 @@ while claimed < max_count do
   end
 end
 
+-- A queue left with nothing waiting is forgotten until its next enqueue or requeue, so the set
+-- of queues does not grow forever with names no longer used.
+for q = 1, #served do
+  if redis.call('ZCARD', served[q][1]) == 0 and redis.call('ZCARD', served[q][2]) == 0 then
+    redis.call('SREM', KEYS[3], queues[q])
+  end
+end
+
 if claimed == 0 then
   -- Tokens left by enqueues this claim has now seen would only wake idle workers for nothing;
   -- an enqueue after this script pushes a fresh one, so no wake-up is lost.
@@ -287,7 +300,7 @@ if result_ttl then redis.call('EXPIRE', KEYS[1], result_ttl) end
 return now
 """
 
-# KEYS: task, running, expiry, wake
+# KEYS: task, running, expiry, wake, queues
 # ARGV: prefix, id, token, delay_ms, error_json|'', handback '1'|'0', ttl_ms|''
 # Puts an owned task back in its queue: a retry after `delay_ms` (in the deferred set) with its
 # error recorded, or a graceful hand-back (ready at once, not counted as an attempt).
@@ -311,6 +324,7 @@ if delay > 0 then
 else
   redis.call('ZADD', prefix .. '@READY@' .. fields[1], fields[2], id)
 end
+redis.call('SADD', KEYS[5], fields[1])
 local ttl = tonumber(ARGV[7])
 if ttl then
   redis.call('HSET', KEYS[1], 'expires_at', due + ttl)

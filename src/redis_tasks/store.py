@@ -250,7 +250,7 @@ class TaskStore:
     ) -> tuple[list[str], list[Any]]:
         k, ttl = self.keys, self.options.ttl
         return (
-            [k.task(claim.task_id), k.running, k.expiry, k.wake],
+            [k.task(claim.task_id), k.running, k.expiry, k.wake, k.queues],
             [k.prefix, claim.task_id, claim.token, int(delay * 1000), error_json or "",
              "1" if handback else "0", "" if ttl is None else int(ttl * 1000)],
         )  # fmt: skip
