@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import secrets
+from collections.abc import Iterable
 from typing import Any
 
+from asgiref.sync import sync_to_async
 from django.core import checks
 from django.core.exceptions import ImproperlyConfigured
+from django.db import connections, transaction
 
 from .compat import (
     BaseTaskBackend,
@@ -18,7 +21,7 @@ from .compat import (
 from .exceptions import ArgumentsNotSerializable, PayloadTooLarge
 from .options import BackendOptions, parse_options
 from .serialization import dumps, from_ms, result_from_hash, to_ms
-from .store import EnqueueRequest, TaskStore
+from .store import Enqueued, EnqueueRequest, TaskStore
 from .task import RedisTask, validate_options
 
 
@@ -94,24 +97,77 @@ class RedisBackend(BaseTaskBackend):  # type: ignore[misc,unused-ignore]
             kwargs_json=kwargs_json,
             takes_context=task.takes_context,
             run_after_ms=None if task.run_after is None else to_ms(task.run_after),
+            unique_key=task.unique_key(args_json, kwargs_json, args, kwargs)
+            if isinstance(task, RedisTask)
+            else None,
         )
         return result, request
 
-    def _enqueued(self, result: Any, enqueued_ms: int) -> Any:
-        object.__setattr__(result, "enqueued_at", from_ms(str(enqueued_ms)))
-        return result
+    def _prepare_many(self, task: Any, calls: Iterable[Any]) -> tuple[list[Any], list[Any]]:
+        prepared = [self._prepare(task, args, kwargs) for args, kwargs in calls]
+        return [p[0] for p in prepared], [p[1] for p in prepared]
+
+    def _in_commit_scope(self) -> bool:
+        alias = self.config.enqueue_on_commit
+        return alias is not None and connections[alias].in_atomic_block
+
+    def _stamp(self, results: list[Any], enqueued: Enqueued) -> list[tuple[Any, str | None]]:
+        """Pair each result with the id of the existing unique task returned instead, if any;
+        stamp the new ones with their enqueue time."""
+        enqueued_at = from_ms(str(enqueued.now_ms))
+        pairs = list(zip(results, enqueued.existing, strict=True))
+        for result, existing in pairs:
+            if existing is None:
+                object.__setattr__(result, "enqueued_at", enqueued_at)
+        return pairs
+
+    def _send(self, results: list[Any], requests: list[Any]) -> list[Any]:
+        pairs = self._stamp(results, self.store.enqueue(requests))
+        found = {i: self.get_result(i) for _, i in pairs if i is not None}
+        for result, existing in pairs:
+            if existing is None:
+                task_enqueued.send(type(self), task_result=result)
+        return [found[i] if i is not None else r for r, i in pairs]
+
+    async def _asend(self, results: list[Any], requests: list[Any]) -> list[Any]:
+        pairs = self._stamp(results, await self.store.aenqueue(requests))
+        found = {i: await self.aget_result(i) for _, i in pairs if i is not None}
+        for result, existing in pairs:
+            if existing is None:
+                await task_enqueued.asend(type(self), task_result=result)
+        return [found[i] if i is not None else r for r, i in pairs]
 
     def enqueue(self, task: Any, args: Any, kwargs: Any) -> Any:
-        result, request = self._prepare(task, args, kwargs)
-        self._enqueued(result, self.store.enqueue(request))
-        task_enqueued.send(type(self), task_result=result)
-        return result
+        return self.enqueue_many(task, [(args, kwargs)])[0]
 
     async def aenqueue(self, task: Any, args: Any, kwargs: Any) -> Any:
-        result, request = self._prepare(task, args, kwargs)
-        self._enqueued(result, await self.store.aenqueue(request))
-        await task_enqueued.asend(type(self), task_result=result)
-        return result
+        return (await self.aenqueue_many(task, [(args, kwargs)]))[0]
+
+    def enqueue_many(self, task: Any, calls: Iterable[tuple[Any, Any]]) -> list[Any]:
+        """Enqueue many calls of one task in one round trip, all or none (``maxsize``).
+
+        ``calls`` holds ``(args, kwargs)`` pairs. With ``enqueue_on_commit`` inside a
+        transaction, they reach Redis when it commits, and never if it rolls back."""
+        results, requests = self._prepare_many(task, calls)
+        if not requests:
+            return []
+        if self._in_commit_scope():
+            alias = self.config.enqueue_on_commit
+            transaction.on_commit(lambda: self._send(results, requests), using=alias)
+            return results
+        return self._send(results, requests)
+
+    async def aenqueue_many(self, task: Any, calls: Iterable[tuple[Any, Any]]) -> list[Any]:
+        if (
+            self.config.enqueue_on_commit is not None
+            and await sync_to_async(self._in_commit_scope)()
+        ):
+            # Transactions belong to the sync thread that runs this context's database code.
+            return await sync_to_async(self.enqueue_many)(task, list(calls))
+        results, requests = self._prepare_many(task, calls)
+        if not requests:
+            return []
+        return await self._asend(results, requests)
 
     # --- results ------------------------------------------------------------------------
 

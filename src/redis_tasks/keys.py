@@ -23,6 +23,8 @@ EXPIRY = "expiry"  # sorted set: waiting task id -> dispatch deadline from `ttl`
 WAKE = "wake"  # list: one token per enqueue, idle workers BLPOP it
 DEAD = "dead"  # sorted set: ids of entries that could not be handled -> time moved aside
 TASK = "task:"  # + task id; hash: the task and its result
+UNIQUE = "unique:"  # + unique key; string: id of the queued or running task holding the key
+SCHEDULE = "schedule:"  # + schedule name; hash: `last` tick (ms) enqueued
 
 
 def prefix_for(namespace: str) -> str:
@@ -71,3 +73,9 @@ class Keys:
 
     def task(self, task_id: str) -> str:
         return self.prefix + TASK + task_id
+
+    def unique(self, key: str) -> str:
+        return self.prefix + UNIQUE + key
+
+    def schedule(self, name: str) -> str:
+        return self.prefix + SCHEDULE + name

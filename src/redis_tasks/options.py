@@ -46,6 +46,8 @@ class BackendOptions:
     retry_backoff_max: float = DEFAULT_RETRY_BACKOFF_MAX
     timeout: float | None = None
     max_payload_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES
+    enqueue_on_commit: str | None = None  # database alias whose commit releases enqueues
+    schedules: dict[str, Any] = field(default_factory=dict)
     autostart: bool = True
     connection_options: dict[str, Any] = field(default_factory=dict)
     queues: frozenset[str] = frozenset()  # empty: any queue name is accepted
@@ -64,6 +66,8 @@ OPTION_NAMES = (
     "retry_backoff_max",
     "timeout",
     "max_payload_bytes",
+    "enqueue_on_commit",
+    "schedules",
     "autostart",
     "connection_options",
 )
@@ -120,6 +124,11 @@ VALIDATORS: dict[str, tuple[Any, str]] = {
     "retry_backoff_max": (_positive_number, "a positive number of seconds"),
     "timeout": (_positive_number_or_none, "a positive number of seconds, or None for no limit"),
     "max_payload_bytes": (_positive_int, "a positive integer"),
+    "enqueue_on_commit": (
+        lambda v: isinstance(v, bool) or (isinstance(v, str) and bool(v)),
+        "True (the 'default' database), False, or a database alias",
+    ),
+    "schedules": (lambda v: isinstance(v, dict), "a dict of schedule name -> schedule"),
     "autostart": (lambda v: isinstance(v, bool), "True or False"),
     "connection_options": (
         lambda v: isinstance(v, dict),
@@ -184,6 +193,9 @@ def parse_options(
             raw[key] = value
     if "retry_on" in raw:
         raw["retry_on"] = tuple(exception_path(v) for v in raw["retry_on"])
+    if "enqueue_on_commit" in raw:
+        on_commit = raw["enqueue_on_commit"]
+        raw["enqueue_on_commit"] = "default" if on_commit is True else (on_commit or None)
 
     location = params.get("LOCATION", DEFAULT_LOCATION)
     if not isinstance(location, str) or urlsplit(location).scheme not in SCHEMES:

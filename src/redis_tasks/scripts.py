@@ -26,7 +26,17 @@ end
 local function error_json(class_path, message)
   return cjson.encode({class_path, message})
 end
-local function finish_failed(key, now, class_path, message, result_ttl)
+local function release_unique(prefix, key)
+  local unique = redis.call('HGET', key, 'unique')
+  if unique then
+    local ukey = prefix .. '@UNIQUE@' .. unique
+    if redis.call('GET', ukey) == string.sub(key, #prefix + #'@TASK@' + 1) then
+      redis.call('DEL', ukey)
+    end
+  end
+end
+local function finish_failed(prefix, key, now, class_path, message, result_ttl)
+  release_unique(prefix, key)
   local errors = redis.call('HGET', key, 'errors')
   redis.call('HSET', key, 'status', 'FAILED', 'finished_at', now,
              'errors', json_append(errors, error_json(class_path, message)))
@@ -69,55 +79,117 @@ local function wake(key)
 end
 """
 
-# KEYS: task, ready, deferred, queues, sequence, expiry, wake
-# ARGV: prefix, id, queue, priority, run_after_ms|'', ttl_ms|'', maxsize|'', path, args, kwargs,
-#       takes_context, backend alias
-# Returns {1, now} when queued, {0, waiting} when the backend is full, {-1} on a duplicate id.
-ENQUEUE = r"""
-local now = clock_ms()
-local prefix = ARGV[1]
-if redis.call('EXISTS', KEYS[1]) == 1 then return {-1} end
-for i, wanted in ipairs({'zset', 'zset', 'set'}) do usable(KEYS[i + 1], wanted, now) end
-usable(KEYS[6], 'zset', now)
-usable(KEYS[7], 'list', now)
-local maxsize = tonumber(ARGV[7])
-if maxsize then
-  local waiting = 0
-  local queues = redis.call('SMEMBERS', KEYS[4])
-  for i = 1, #queues do
-    local ready = prefix .. '@READY@' .. queues[i]
-    local deferred = prefix .. '@DEFERRED@' .. queues[i]
-    if usable(ready, 'zset', now) then waiting = waiting + redis.call('ZCARD', ready) end
-    if usable(deferred, 'zset', now) then waiting = waiting + redis.call('ZCARD', deferred) end
+# Shared by ENQUEUE and TICK: queue a batch of tasks, all or none.
+# KEYS: queues, sequence, expiry, wake (then anything the caller uses)
+# ARGV from `at`: maxsize|'', ttl_ms|'', backend alias, count, then per task TASK_FIELDS values:
+#   id, queue, priority, run_after_ms|'', path, args, kwargs, takes_context, unique key|''
+# Returns {1, now, existing id|'' per task} when queued (an existing id: a unique task already
+# queued or running, returned instead of a new one), {0, waiting} when the backend would pass
+# maxsize, {-1, id} when an id is taken.
+_ENQUEUE_BATCH = r"""
+local TASK_FIELDS = 9
+local function enqueue_batch(prefix, at, now)
+  usable(KEYS[1], 'set', now)
+  usable(KEYS[3], 'zset', now)
+  usable(KEYS[4], 'list', now)
+  local maxsize, ttl = tonumber(ARGV[at]), tonumber(ARGV[at + 1])
+  local backend, count = ARGV[at + 2], tonumber(ARGV[at + 3])
+  local first = at + 4
+  local existing, claimed_keys, new = {}, {}, 0
+  for t = 0, count - 1 do
+    local f = first + t * TASK_FIELDS
+    local id, unique = ARGV[f], ARGV[f + 8]
+    if redis.call('EXISTS', prefix .. '@TASK@' .. id) == 1 then return {-1, id} end
+    existing[t + 1] = ''
+    if unique ~= '' then
+      local holder = claimed_keys[unique]
+      if not holder then
+        local ukey = prefix .. '@UNIQUE@' .. unique
+        local current = redis.call('TYPE', ukey)['ok'] == 'string' and redis.call('GET', ukey)
+        if current then
+          local status = redis.call('HGET', prefix .. '@TASK@' .. current, 'status')
+          if status == 'READY' or status == 'RUNNING' then holder = current end
+        end
+      end
+      if holder then existing[t + 1] = holder else claimed_keys[unique] = id end
+    end
+    if existing[t + 1] == '' then new = new + 1 end
   end
-  if waiting >= maxsize then return {0, waiting} end
+  if maxsize and new > 0 then
+    local waiting = 0
+    local queues = redis.call('SMEMBERS', KEYS[1])
+    for i = 1, #queues do
+      local ready = prefix .. '@READY@' .. queues[i]
+      local deferred = prefix .. '@DEFERRED@' .. queues[i]
+      if usable(ready, 'zset', now) then waiting = waiting + redis.call('ZCARD', ready) end
+      if usable(deferred, 'zset', now) then waiting = waiting + redis.call('ZCARD', deferred) end
+    end
+    if waiting + new > maxsize then return {0, waiting} end
+  end
+  for t = 0, count - 1 do
+    if existing[t + 1] == '' then
+      local f = first + t * TASK_FIELDS
+      local id, queue, priority = ARGV[f], ARGV[f + 1], tonumber(ARGV[f + 2])
+      local key = prefix .. '@TASK@' .. id
+      local ready, deferred = prefix .. '@READY@' .. queue, prefix .. '@DEFERRED@' .. queue
+      usable(ready, 'zset', now)
+      usable(deferred, 'zset', now)
+      local seq = redis.call('INCR', KEYS[2])
+      local score = string.format('%.0f', (100 - priority) * 1099511627776 + seq)
+      redis.call('HSET', key, 'path', ARGV[f + 4], 'queue', queue, 'priority', ARGV[f + 2],
+                 'score', score, 'args', ARGV[f + 5], 'kwargs', ARGV[f + 6], 'ctx', ARGV[f + 7],
+                 'backend', backend, 'status', 'READY', 'enqueued_at', now)
+      if ARGV[f + 8] ~= '' then
+        redis.call('HSET', key, 'unique', ARGV[f + 8])
+        redis.call('SET', prefix .. '@UNIQUE@' .. ARGV[f + 8], id)
+      end
+      redis.call('SADD', KEYS[1], queue)
+      local due = now
+      local run_after = tonumber(ARGV[f + 3])
+      if run_after then redis.call('HSET', key, 'run_after', ARGV[f + 3]) end
+      if run_after and run_after > now then
+        redis.call('ZADD', deferred, run_after, id)
+        due = run_after
+      else
+        redis.call('ZADD', ready, score, id)
+      end
+      if ttl then
+        redis.call('HSET', key, 'expires_at', due + ttl)
+        redis.call('ZADD', KEYS[3], due + ttl, id)
+      end
+    end
+  end
+  if new > 0 then wake(KEYS[4]) end
+  local out = {1, now}
+  for t = 1, count do out[#out + 1] = existing[t] end
+  return out
 end
-local id = ARGV[2]
-local priority = tonumber(ARGV[4])
-local seq = redis.call('INCR', KEYS[5])
-local score = string.format('%.0f', (100 - priority) * 1099511627776 + seq)
-redis.call('HSET', KEYS[1], 'path', ARGV[8], 'queue', ARGV[3], 'priority', ARGV[4],
-           'score', score, 'args', ARGV[9], 'kwargs', ARGV[10], 'ctx', ARGV[11],
-           'backend', ARGV[12], 'status', 'READY', 'enqueued_at', now)
-redis.call('SADD', KEYS[4], ARGV[3])
-local due = now
-local run_after = tonumber(ARGV[5])
-if run_after then
-  redis.call('HSET', KEYS[1], 'run_after', ARGV[5])
+"""
+
+# KEYS: queues, sequence, expiry, wake, first task (for routing)
+# ARGV: prefix, then the batch (see _ENQUEUE_BATCH) from ARGV[2].
+ENQUEUE = r"""
+return enqueue_batch(ARGV[1], 2, clock_ms())
+"""
+
+# KEYS: queues, sequence, expiry, wake, schedule
+# ARGV: prefix, tick_ms, mode ('enqueue' | 'skip'), then the batch of one task from ARGV[4].
+# A periodic tick: enqueued once however many workers call this for it, because the tick is
+# compared and recorded in the same script that enqueues. Returns the batch reply, or
+# {2} when this tick (or a later one) was already handled, {3} when it was skipped.
+TICK = r"""
+local now = clock_ms()
+local tick = tonumber(ARGV[2])
+usable(KEYS[5], 'hash', now)
+local last = tonumber(redis.call('HGET', KEYS[5], 'last'))
+if last and last >= tick then return {2} end
+if ARGV[3] == 'skip' then
+  redis.call('HSET', KEYS[5], 'last', tick)
+  return {3}
 end
-if run_after and run_after > now then
-  redis.call('ZADD', KEYS[3], run_after, id)
-  due = run_after
-else
-  redis.call('ZADD', KEYS[2], score, id)
-end
-local ttl = tonumber(ARGV[6])
-if ttl then
-  redis.call('HSET', KEYS[1], 'expires_at', due + ttl)
-  redis.call('ZADD', KEYS[6], due + ttl, id)
-end
-wake(KEYS[7])
-return {1, now}
+local reply = enqueue_batch(ARGV[1], 4, now)
+if reply[1] == 1 then redis.call('HSET', KEYS[5], 'last', tick, 'last_enqueued_at', now) end
+return reply
 """
 
 # KEYS: running, expiry, queues, dead, wake
@@ -167,7 +239,7 @@ for i = 1, #expired do
       if usable(name, 'zset', now) then removed = removed + redis.call('ZREM', name, id) end
     end
     if removed > 0 then
-      finish_failed(key, now, 'redis_tasks.exceptions.TaskExpired',
+      finish_failed(prefix, key, now, 'redis_tasks.exceptions.TaskExpired',
         'redis_tasks.exceptions.TaskExpired: not dispatched within the backend ttl', result_ttl)
     end
   end
@@ -188,7 +260,7 @@ for i = 1, #lost do
     local message = 'redis_tasks.exceptions.WorkerLost: the worker running attempt ' .. attempts
       .. ' stopped renewing its lease (killed, crashed, paused or cut off from Redis)'
     if attempts >= max_attempts then
-      finish_failed(key, now, 'redis_tasks.exceptions.WorkerLost', message, result_ttl)
+      finish_failed(prefix, key, now, 'redis_tasks.exceptions.WorkerLost', message, result_ttl)
     else
       local ready = prefix .. '@READY@' .. fields[1]
       if usable(ready, 'zset', now) then
@@ -283,11 +355,12 @@ return out
 """
 
 # KEYS: task, running
-# ARGV: id, token, status, return_json|'', error_json|'', result_ttl|''
+# ARGV: id, token, status, return_json|'', error_json|'', result_ttl|'', prefix
 # Returns finished_at (ms) or 0 when the caller no longer owns the task (a stale finish).
 FINISH = r"""
 if redis.call('HGET', KEYS[1], 'owner') ~= ARGV[2] then return 0 end
 local now = clock_ms()
+release_unique(ARGV[7], KEYS[1])
 redis.call('ZREM', KEYS[2], ARGV[1])
 redis.call('HDEL', KEYS[1], 'owner')
 redis.call('HSET', KEYS[1], 'status', ARGV[3], 'finished_at', now)
@@ -356,17 +429,19 @@ return lost
 
 
 def _source(body: str) -> str:
-    text = _PRELUDE + body
+    text = _PRELUDE + _ENQUEUE_BATCH + body
     for marker, suffix in (
         ("@READY@", keys.READY),
         ("@DEFERRED@", keys.DEFERRED),
         ("@TASK@", keys.TASK),
+        ("@UNIQUE@", keys.UNIQUE),
     ):
         text = text.replace(marker, suffix)
     return text
 
 
 ENQUEUE_SOURCE = _source(ENQUEUE)
+TICK_SOURCE = _source(TICK)
 CLAIM_SOURCE = _source(CLAIM)
 FINISH_SOURCE = _source(FINISH)
 REQUEUE_SOURCE = _source(REQUEUE)

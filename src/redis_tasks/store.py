@@ -35,6 +35,13 @@ class EnqueueRequest:
     kwargs_json: str
     takes_context: bool
     run_after_ms: int | None
+    unique_key: str | None = None
+
+
+@dataclass(frozen=True)
+class Enqueued:
+    now_ms: int
+    existing: list[str | None]  # per request: the id of an identical unique task already queued
 
 
 @dataclass(frozen=True)
@@ -86,61 +93,80 @@ class TaskStore:
 
     # --- enqueue ------------------------------------------------------------------------
 
-    def _enqueue_call(self, request: EnqueueRequest) -> tuple[list[str], list[Any]]:
-        k, o = self.keys, self.options
-        key_list = [
-            k.task(request.task_id),
-            k.ready(request.queue),
-            k.deferred(request.queue),
-            k.queues,
-            k.sequence,
-            k.expiry,
-            k.wake,
-        ]
-        argv = [
-            k.prefix,
-            request.task_id,
-            request.queue,
-            request.priority,
-            "" if request.run_after_ms is None else request.run_after_ms,
-            "" if o.ttl is None else int(o.ttl * 1000),
-            "" if o.maxsize is None else o.maxsize,
-            request.path,
-            request.args_json,
-            request.kwargs_json,
-            "1" if request.takes_context else "0",
-            self.alias,
-        ]
-        return key_list, argv
+    def _enqueue_keys(self, first_task_id: str) -> list[str]:
+        k = self.keys
+        return [k.queues, k.sequence, k.expiry, k.wake, k.task(first_task_id)]
 
-    def _enqueue_outcome(self, reply: list[int], request: EnqueueRequest) -> int:
+    def _batch_argv(self, requests: Sequence[EnqueueRequest]) -> list[Any]:
+        o = self.options
+        argv: list[Any] = [
+            "" if o.maxsize is None else o.maxsize,
+            "" if o.ttl is None else int(o.ttl * 1000),
+            self.alias,
+            len(requests),
+        ]
+        for r in requests:
+            argv += [
+                r.task_id, r.queue, r.priority, "" if r.run_after_ms is None else r.run_after_ms,
+                r.path, r.args_json, r.kwargs_json, "1" if r.takes_context else "0",
+                r.unique_key or "",
+            ]  # fmt: skip
+        return argv
+
+    def _enqueued(self, reply: list[Any], requests: Sequence[EnqueueRequest]) -> Enqueued:
         if reply[0] == 1:
-            return int(reply[1])
+            existing = [x.decode() or None for x in reply[2:]]
+            return Enqueued(int(reply[1]), existing)
         if reply[0] == 0:
             raise QueueFull(
                 f"Task backend {self.alias!r} is full: {reply[1]} tasks wait and its maxsize is "
-                f"{self.options.maxsize}. Nothing was queued; run more workers or raise 'maxsize'."
+                f"{self.options.maxsize}; {len(requests)} more would pass it. Nothing was queued; "
+                "run more workers or raise 'maxsize'."
             )
-        raise BackendUnavailable(f"task id {request.task_id!r} already exists; nothing was queued")
+        raise BackendUnavailable(f"task id {reply[1]!r} already exists; nothing was queued")
 
-    def enqueue(self, request: EnqueueRequest) -> int:
-        """Queue a task; return its enqueued_at in ms of the Redis clock."""
+    def enqueue(self, requests: Sequence[EnqueueRequest]) -> Enqueued:
+        """Queue tasks, all or none, in one script call."""
         client = self.connections.sync
-        key_list, argv = self._enqueue_call(request)
+        script = self._script(client, scripts.ENQUEUE_SOURCE)
         try:
-            reply = self._script(client, scripts.ENQUEUE_SOURCE)(keys=key_list, args=argv)
+            reply = script(
+                keys=self._enqueue_keys(requests[0].task_id),
+                args=[self.keys.prefix, *self._batch_argv(requests)],
+            )
         except redis.RedisError as exc:
             raise self.unavailable(exc) from exc
-        return self._enqueue_outcome(reply, request)
+        return self._enqueued(reply, requests)
 
-    async def aenqueue(self, request: EnqueueRequest) -> int:
-        client = self.connections.aio
-        key_list, argv = self._enqueue_call(request)
+    async def aenqueue(self, requests: Sequence[EnqueueRequest]) -> Enqueued:
+        script = self._script(self.connections.aio, scripts.ENQUEUE_SOURCE)
         try:
-            reply = await self._script(client, scripts.ENQUEUE_SOURCE)(keys=key_list, args=argv)
+            reply = await script(
+                keys=self._enqueue_keys(requests[0].task_id),
+                args=[self.keys.prefix, *self._batch_argv(requests)],
+            )
         except redis.RedisError as exc:
             raise self.unavailable(exc) from exc
-        return self._enqueue_outcome(reply, request)
+        return self._enqueued(reply, requests)
+
+    def tick(self, schedule: str, tick_ms: int, enqueue: bool, request: EnqueueRequest) -> str:
+        """Enqueue one periodic tick, once however many workers call this for it.
+
+        Returns 'enqueued', 'done' (this or a later tick was already handled), 'skipped' or
+        'full'."""
+        keys = [*self._enqueue_keys(request.task_id)[:4], self.keys.schedule(schedule)]
+        argv = [self.keys.prefix, tick_ms, "enqueue" if enqueue else "skip"]
+        script = self._script(self.connections.sync, scripts.TICK_SOURCE)
+        reply = script(keys=keys, args=[*argv, *self._batch_argv([request])])
+        return {1: "enqueued", 0: "full", 2: "done", 3: "skipped"}.get(int(reply[0]), "taken")
+
+    def schedule_state(self, names: Sequence[str]) -> dict[str, int | None]:
+        """The last tick (ms) handled of each schedule."""
+        pipe = self.connections.sync.pipeline(transaction=False)
+        for name in names:
+            pipe.hget(self.keys.schedule(name), "last")
+        found = zip(names, pipe.execute(), strict=True)
+        return {name: None if value is None else int(value) for name, value in found}
 
     # --- read ---------------------------------------------------------------------------
 
@@ -218,6 +244,7 @@ class TaskStore:
                 return_json or "",
                 error_json or "",
                 "" if ttl is None else ttl,
+                self.keys.prefix,
             ],
         )
 

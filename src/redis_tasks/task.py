@@ -8,6 +8,7 @@ timeout=30)``. Django 6.0's decorator forwards no extra arguments; there, use
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -24,6 +25,19 @@ class RedisTask(Task):  # type: ignore[misc,type-arg,unused-ignore]
     retry_on: tuple[Any, ...] | None = None  # exception classes or paths; None: see retry_paths()
     retry_backoff: float | None = None  # first retry delay in seconds; None: the backend's
     timeout: float | None = None  # seconds an attempt may run; None: the backend's
+    # Enqueue at most one queued-or-running task per key: True (the call's arguments), a
+    # fixed string, or a callable given the call's arguments that returns the key.
+    unique: bool | str | Callable[..., Any] = False
+
+    def unique_key(self, args_json: str, kwargs_json: str, args: Any, kwargs: Any) -> str | None:
+        if self.unique is False or self.unique is None:
+            return None
+        if self.unique is True:
+            digest = hashlib.sha256(f"{args_json}\0{kwargs_json}".encode()).hexdigest()[:32]
+            return f"{self.module_path}:{digest}"
+        if callable(self.unique):
+            return f"{self.module_path}:{self.unique(*args, **kwargs)}"
+        return f"{self.module_path}:{self.unique}"
 
     def retry_paths(self, backend_default: tuple[str, ...]) -> tuple[str, ...]:
         """Exceptions that earn another attempt. Setting ``max_attempts`` on a task without
@@ -47,6 +61,8 @@ def validate_options(task: Any) -> None:
         value = getattr(task, name)
         if value is not None and (type(value) not in (int, float) or value <= 0):
             raise InvalidTask(f"{name} must be a positive number of seconds, not {value!r}.")
+    if not (isinstance(task.unique, bool | str) or callable(task.unique)):
+        raise InvalidTask("unique must be True, a key string, or a callable returning a key.")
     if task.retry_on is not None:
         if not isinstance(task.retry_on, list | tuple):
             raise InvalidTask("retry_on must be a list of exception classes or dotted paths.")
@@ -66,6 +82,7 @@ def task(
     retry_on: Sequence[Any] | None = None,
     retry_backoff: float | None = None,
     timeout: float | None = None,
+    unique: bool | str | Callable[..., Any] = False,
 ) -> Any:
     """The framework's ``@task`` with the reliability options, on every Django version."""
 
@@ -82,6 +99,7 @@ def task(
             retry_on=None if retry_on is None else tuple(retry_on),
             retry_backoff=retry_backoff,
             timeout=timeout,
+            unique=unique,
         )
 
     return wrapper(function) if function is not None else wrapper
