@@ -41,8 +41,10 @@ DATABASES = {
         "NAME": os.environ.get("PGDATABASE", "test"),
         "USER": os.environ.get("PGUSER", "postgres"),
         "CONN_MAX_AGE": 0,
-    }
+    },
 }
+# A second alias (its own test database) for multi-database commit-aware enqueue.
+DATABASES["other"] = {**DATABASES["default"], "TEST": {"NAME": "test_redis_tasks_other"}}
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 TASKS: dict[str, dict[str, Any]] = {
@@ -62,6 +64,23 @@ TASKS: dict[str, dict[str, Any]] = {
         "OPTIONS": {"queue_name": "other_ns", "result_ttl": 600},
     },
     "immediate": {"BACKEND": IMMEDIATE},
+    # Enqueues inside a transaction wait for its commit.
+    "on_commit": {
+        "BACKEND": "redis_tasks.backend.RedisBackend",
+        "LOCATION": f"{REDIS_URL}/12",
+        "enqueue_on_commit": True,
+    },
+    "on_commit_other_db": {
+        "BACKEND": "redis_tasks.backend.RedisBackend",
+        "LOCATION": f"{REDIS_URL}/12",
+        "enqueue_on_commit": "other",
+    },
+    # Periodic tasks, served only by workers started for this alias.
+    "scheduled": {
+        "BACKEND": "redis_tasks.backend.RedisBackend",
+        "LOCATION": f"{REDIS_URL}/12",
+        "schedules": {"every-second": {"task": "tests.tasks.add", "every": 1, "args": [1, 2]}},
+    },
     # Backend-wide retry defaults.
     "retrying": {
         "BACKEND": "redis_tasks.backend.RedisBackend",

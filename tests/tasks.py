@@ -197,3 +197,18 @@ def crash_worker(path: str) -> None:
     os.write(fd, f"start crash {os.getpid()}\n".encode())
     os.close(fd)
     os._exit(13)
+
+
+@redis_task(unique=True)
+def unique_call(value: int) -> int:
+    return value
+
+
+@redis_task(unique="the-one")
+def unique_by_name(value: int) -> int:
+    return value
+
+
+@redis_task(unique=lambda account, **_: f"account:{account}")
+def unique_by_account(account: int, amount: int = 0) -> int:
+    return amount

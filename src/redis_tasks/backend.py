@@ -18,9 +18,10 @@ from .compat import (
     TaskResultStatus,
     task_enqueued,
 )
-from .exceptions import ArgumentsNotSerializable, PayloadTooLarge
+from .exceptions import ArgumentsNotSerializable, InvalidTaskPayload, PayloadTooLarge
 from .options import BackendOptions, parse_options
-from .serialization import dumps, from_ms, result_from_hash, to_ms
+from .schedules import Schedule, code_schedules
+from .serialization import dumps, from_ms, resolve_task, result_from_hash, to_ms
 from .store import Enqueued, EnqueueRequest, TaskStore
 from .task import RedisTask, validate_options
 
@@ -43,7 +44,24 @@ class RedisBackend(BaseTaskBackend):  # type: ignore[misc,unused-ignore]
     # --- configuration ------------------------------------------------------------------
 
     def check(self, **kwargs: Any) -> list[checks.CheckMessage]:
-        return [*super().check(**kwargs), *self._config_errors]
+        return [*super().check(**kwargs), *self._config_errors, *self._schedule_errors()]
+
+    def schedules(self) -> dict[str, Schedule]:
+        """Periodic tasks of this backend: from its ``schedules`` option and from periodic()."""
+        return {**code_schedules(self.alias), **self.config.schedules}
+
+    def _schedule_errors(self) -> list[checks.CheckMessage]:
+        errors: list[checks.CheckMessage] = []
+        for schedule in self.schedules().values():
+            try:
+                resolve_task(schedule.task)
+            except InvalidTaskPayload as exc:
+                errors.append(checks.Error(
+                    f"TASKS[{self.alias!r}] schedule {schedule.name!r}: {exc}.",
+                    hint="Point 'task' at a function decorated with @task, by its dotted path.",
+                    id="redis_tasks.E007",
+                ))  # fmt: skip
+        return errors
 
     def validate_task(self, task: Any) -> None:
         super().validate_task(task)

@@ -15,6 +15,8 @@ from urllib.parse import urlsplit
 
 from django.core import checks
 
+from .schedules import parse_schedule
+
 # Keys of a TASKS entry that belong to Django itself.
 FRAMEWORK_KEYS = frozenset({"BACKEND", "LOCATION", "QUEUES", "OPTIONS"})
 
@@ -193,6 +195,14 @@ def parse_options(
             raw[key] = value
     if "retry_on" in raw:
         raw["retry_on"] = tuple(exception_path(v) for v in raw["retry_on"])
+    if "schedules" in raw:
+        parsed: dict[str, Any] = {}
+        for name, spec in raw["schedules"].items():
+            schedule, problems = parse_schedule(str(name), spec, where)
+            errors.extend(problems)
+            if schedule is not None:
+                parsed[schedule.name] = schedule
+        raw["schedules"] = parsed
     if "enqueue_on_commit" in raw:
         on_commit = raw["enqueue_on_commit"]
         raw["enqueue_on_commit"] = "default" if on_commit is True else (on_commit or None)

@@ -188,7 +188,10 @@ if ARGV[3] == 'skip' then
   return {3}
 end
 local reply = enqueue_batch(ARGV[1], 4, now)
-if reply[1] == 1 then redis.call('HSET', KEYS[5], 'last', tick, 'last_enqueued_at', now) end
+if reply[1] == 1 then
+  redis.call('HSET', KEYS[5], 'last', tick, 'last_enqueued_at', now)
+  redis.call('HSET', ARGV[1] .. '@TASK@' .. ARGV[8], 'tick', tick)  -- the tick's task
+end
 return reply
 """
 

@@ -24,6 +24,7 @@ import redis
 
 from . import execution
 from .exceptions import InvalidTaskPayload
+from .scheduler import Scheduler
 
 if TYPE_CHECKING:
     from .backend import RedisBackend
@@ -55,6 +56,7 @@ class Worker:
         max_abandoned: int | None = None,
         worker_id: str | None = None,
         on_task_done: Callable[[], None] | None = None,
+        scheduler: bool = True,
     ) -> None:
         if not backends:
             raise ValueError("a worker needs at least one RedisBackend")
@@ -67,6 +69,7 @@ class Worker:
         self.max_abandoned = concurrency if max_abandoned is None else max_abandoned
         self.worker_id = worker_id or new_worker_id()
         self.on_task_done = on_task_done
+        self.run_scheduler = scheduler and not burst
         self.tasks_done = 0
         self.exit_code = 0
         self.abandoned_threads = 0  # sync tasks past their timeout whose thread still runs
@@ -125,7 +128,9 @@ class Worker:
         await self._warn_about_server()
         try:
             consumers = [asyncio.create_task(self._consume(b)) for b in self.backends]
+            timers = [asyncio.create_task(self._schedule(b)) for b in self.backends]
             await asyncio.gather(*consumers)
+            await asyncio.gather(*timers)
             await self._drain()
         finally:
             heartbeat_stop.set()
@@ -257,6 +262,21 @@ class Worker:
         if waiter in done and waiter.exception() is not None:
             # The next claim meets the same outage and backs off; pause briefly meanwhile.
             await self._sleep(BACKOFF_MIN)
+
+    async def _schedule(self, backend: RedisBackend) -> None:
+        """Enqueue the backend's periodic tasks as their ticks come (once across workers)."""
+        scheduler = Scheduler(backend)
+        if not self.run_scheduler or not scheduler.schedules:
+            return
+        backoff = BACKOFF_MIN
+        while not self.stopping:
+            try:
+                wait = await asyncio.to_thread(scheduler.run_once)
+                backoff = BACKOFF_MIN
+            except (redis.RedisError, OSError) as exc:
+                logger.warning("Scheduler of %r: Redis failed (%s)", backend.alias, exc)
+                wait, backoff = backoff, min(backoff * 2, BACKOFF_MAX)
+            await self._sleep(min(wait, IDLE_WAIT_MAX))
 
     # --- running ------------------------------------------------------------------------
 
