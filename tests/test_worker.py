@@ -292,3 +292,20 @@ def test_database_connections_are_closed_around_sync_tasks() -> None:
     burst(concurrency=1)  # one thread: the second task sees what the first left behind
     assert _refreshed(opened).return_value is True
     assert _refreshed(after).return_value is True
+
+
+def test_a_due_deferred_task_jumps_the_backlog_of_its_priority(
+    clean_redis: redis.Redis, tmp_path: Path
+) -> None:
+    log = tmp_path / "order"
+    deferred = tasks.record.using(run_after=timezone.now() + timedelta(milliseconds=50))
+    deferred.enqueue(str(log), "deferred")
+    for i in range(5):
+        tasks.record.enqueue(str(log), f"backlog{i}")
+    tasks.record.using(priority=1).enqueue(str(log), "higher")
+    client = task_backends["default"].store.connections.sync
+    due = Keys("task_queue").deferred("default")
+    wait_until(lambda: client.time()[0] * 1000 + client.time()[1] // 1000
+               > int(client.zrange(due, 0, 0, withscores=True)[0][1]))  # fmt: skip
+    burst(concurrency=1)
+    assert lines(log) == ["higher", "deferred"] + [f"backlog{i}" for i in range(5)]

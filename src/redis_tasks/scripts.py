@@ -279,17 +279,18 @@ for i = 1, #lost do
   end
 end
 
--- 3. Deferred tasks that are due move to their ready set.
+-- 3. Deferred tasks that are due move to the front of their priority in the ready set, so a
+--    backlog of tasks queued before them does not make them late.
 for q = 1, #served do
   local ready, deferred = served[q][1], served[q][2]
   local due = redis.call('ZRANGEBYSCORE', deferred, '-inf', now, 'LIMIT', 0, 1000)
   for i = 1, #due do
     local id = due[i]
     local key = prefix .. '@TASK@' .. id
-    local score = valid_id(id) and is_hash(key) and redis.call('HGET', key, 'score')
+    local priority = valid_id(id) and is_hash(key) and tonumber(redis.call('HGET', key, 'priority'))
     redis.call('ZREM', deferred, id)
-    if score and tonumber(score) then
-      redis.call('ZADD', ready, score, id)
+    if priority then
+      redis.call('ZADD', ready, (100 - priority) * 1099511627776, id)
     else
       dead(id)
     end
