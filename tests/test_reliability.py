@@ -194,7 +194,7 @@ def test_tasks_still_running_after_the_grace_period_are_handed_back(background: 
     stored = task_backends["default"].store.connections.sync.hgetall(
         Keys("task_queue").task(result.id)
     )
-    assert stored[b"handbacks"] == b"1"
+    assert stored[b"uncounted"] == b"1"
     burst()
     assert refreshed(result).return_value == "woke up"
     assert result.attempts == 2 and result.errors == []
@@ -301,7 +301,8 @@ def test_every_key_left_behind_has_a_ttl_or_an_owner(
     background()
     for result in done:
         finished(result)
-    structural = {k.sequence, k.dead}  # a counter, and a set the claim script sweeps
+    # A counter, and sets the claim script sweeps.
+    structural = {k.sequence, k.dead, k.done("SUCCESSFUL"), k.done("FAILED")}
     for key in clean_redis.keys("*"):
         name = key.decode()
         assert name in structural or clean_redis.ttl(key) > 0, name

@@ -102,7 +102,7 @@ def _succeeded(value: Any) -> Outcome:
 
 def attempts_counted(claim: Claim, result: Any) -> int:
     """Attempts that count against max_attempts: starts less graceful hand-backs."""
-    return int(result.attempts) - int(claim.fields.get(b"handbacks", b"0"))
+    return int(result.attempts) - int(claim.fields.get(b"uncounted", b"0"))
 
 
 def retry_delay(backend: RedisBackend, claim: Claim, result: Any, outcome: Outcome) -> float | None:

@@ -23,6 +23,9 @@ EXPIRY = "expiry"  # sorted set: waiting task id -> dispatch deadline from `ttl`
 WAKE = "wake"  # list: one token per enqueue, idle workers BLPOP it
 DEAD = "dead"  # sorted set: ids of entries that could not be handled -> time moved aside
 TASK = "task:"  # + task id; hash: the task and its result
+DONE = "done:"  # + SUCCESSFUL or FAILED; sorted set: finished ids kept -> finished_at (ms)
+WORKERS = "workers"  # sorted set: live worker ids -> heartbeat deadline (ms)
+WORKER = "worker:"  # + worker id; hash: what the worker reports about itself (expires)
 UNIQUE = "unique:"  # + unique key; string: id of the queued or running task holding the key
 SCHEDULE = "schedule:"  # + schedule name; hash: `last` tick (ms) enqueued
 
@@ -73,6 +76,16 @@ class Keys:
 
     def task(self, task_id: str) -> str:
         return self.prefix + TASK + task_id
+
+    def done(self, status: str) -> str:
+        return self.prefix + DONE + status
+
+    @property
+    def workers(self) -> str:
+        return self.prefix + WORKERS
+
+    def worker(self, worker_id: str) -> str:
+        return self.prefix + WORKER + worker_id
 
     def unique(self, key: str) -> str:
         return self.prefix + UNIQUE + key

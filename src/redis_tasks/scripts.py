@@ -35,6 +35,11 @@ local function release_unique(prefix, key)
     end
   end
 end
+-- Finished results are indexed by status and finish time, for listing and purging; entries
+-- whose result expired are swept by the claim script.
+local function index_done(prefix, key, status, now)
+  redis.call('ZADD', prefix .. '@DONE@' .. status, now, string.sub(key, #prefix + #'@TASK@' + 1))
+end
 local function finish_failed(prefix, key, now, class_path, message, result_ttl)
   release_unique(prefix, key)
   local errors = redis.call('HGET', key, 'errors')
@@ -42,6 +47,7 @@ local function finish_failed(prefix, key, now, class_path, message, result_ttl)
              'errors', json_append(errors, error_json(class_path, message)))
   redis.call('HDEL', key, 'owner')
   if result_ttl then redis.call('EXPIRE', key, result_ttl) end
+  index_done(prefix, key, 'FAILED', now)
 end
 -- What is moved aside (dead-lettered ids, corrupt keys) is kept a week for an operator.
 local KEEP_ASIDE_MS = 7 * 24 * 3600 * 1000
@@ -65,7 +71,7 @@ local function valid_id(id)
 end
 -- Attempts that count against max_attempts: starts, less graceful hand-backs.
 local function attempts_of(key)
-  local fields = redis.call('HMGET', key, 'workers', 'handbacks')
+  local fields = redis.call('HMGET', key, 'workers', 'uncounted')
   local starts = 0
   if fields[1] and fields[1] ~= '[]' then
     local _, commas = string.gsub(fields[1], '","', '')
@@ -228,6 +234,11 @@ local function dead(id)
   redis.call('ZADD', KEYS[4], now, id)
 end
 redis.call('ZREMRANGEBYSCORE', KEYS[4], '-inf', now - KEEP_ASIDE_MS)
+if result_ttl then
+  for _, status in ipairs({'SUCCESSFUL', 'FAILED'}) do
+    redis.call('ZREMRANGEBYSCORE', prefix .. '@DONE@' .. status, '-inf', now - result_ttl * 1000)
+  end
+end
 
 -- 1. Waiting tasks past their dispatch deadline (`ttl`) fail and never run.
 local expired = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', now, 'LIMIT', 0, 100)
@@ -374,6 +385,7 @@ if ARGV[5] ~= '' then
 end
 local result_ttl = tonumber(ARGV[6])
 if result_ttl then redis.call('EXPIRE', KEYS[1], result_ttl) end
+index_done(ARGV[7], KEYS[1], ARGV[3], now)
 return now
 """
 
@@ -393,7 +405,7 @@ redis.call('HSET', KEYS[1], 'status', 'READY')
 if ARGV[5] ~= '' then
   redis.call('HSET', KEYS[1], 'errors', json_append(redis.call('HGET', KEYS[1], 'errors'), ARGV[5]))
 end
-if ARGV[6] == '1' then redis.call('HINCRBY', KEYS[1], 'handbacks', 1) end
+if ARGV[6] == '1' then redis.call('HINCRBY', KEYS[1], 'uncounted', 1) end
 local delay = tonumber(ARGV[4])
 local due = now + delay
 if delay > 0 then
@@ -439,6 +451,7 @@ def _source(body: str) -> str:
         ("@DEFERRED@", keys.DEFERRED),
         ("@TASK@", keys.TASK),
         ("@UNIQUE@", keys.UNIQUE),
+        ("@DONE@", keys.DONE),
     ):
         text = text.replace(marker, suffix)
     return text
