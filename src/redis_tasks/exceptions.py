@@ -41,3 +41,7 @@ class WorkerLost(RedisTasksError):
 
 class PayloadTooLarge(RedisTasksError, ValueError):
     """Task arguments larger than the backend's ``max_payload_bytes``; nothing was queued."""
+
+
+class TaskCancelled(RedisTasksError):
+    """Recorded as the error of a waiting task that an operator cancelled."""

@@ -218,8 +218,10 @@ def _log_retry(claim: Claim, result: Any, outcome: Outcome, delay: float) -> Non
     )  # fmt: skip
 
 
-def settle(backend: RedisBackend, claim: Claim, result: Any, outcome: Outcome) -> None:
-    """Store the outcome (or schedule a retry) and tell the receivers; sync twin."""
+def settle(backend: RedisBackend, claim: Claim, result: Any, outcome: Outcome) -> str | None:
+    """Store the outcome (or schedule a retry) and tell the receivers; sync twin.
+
+    Returns the status stored, or None when a retry was scheduled or the write was rejected."""
     store = backend.store
     delay = retry_delay(backend, claim, result, outcome)
     error = None if outcome.error is None else error_json(*_error_pair(outcome.error))
@@ -228,18 +230,19 @@ def settle(backend: RedisBackend, claim: Claim, result: Any, outcome: Outcome) -
             _log_retry(claim, result, outcome, delay)
         else:
             _log_rejected(claim)
-        return
+        return None
     finished = _with_retries(
         backend, lambda: store.finish(claim, outcome.status, outcome.return_json, error)
     )
     if not finished:
         _log_rejected(claim)
-        return
+        return None
     _record(result, outcome, finished)
     _finished_signal(backend, result, outcome)
+    return outcome.status
 
 
-async def asettle(backend: RedisBackend, claim: Claim, result: Any, outcome: Outcome) -> None:
+async def asettle(backend: RedisBackend, claim: Claim, result: Any, outcome: Outcome) -> str | None:
     """Store the outcome (or schedule a retry) and tell the receivers; async twin."""
     store = backend.store
     delay = retry_delay(backend, claim, result, outcome)
@@ -249,15 +252,16 @@ async def asettle(backend: RedisBackend, claim: Claim, result: Any, outcome: Out
             _log_retry(claim, result, outcome, delay)
         else:
             _log_rejected(claim)
-        return
+        return None
     finished = await _awith_retries(
         backend, lambda: store.afinish(claim, outcome.status, outcome.return_json, error)
     )
     if not finished:
         _log_rejected(claim)
-        return
+        return None
     _record(result, outcome, finished)
     await _afinished_signal(backend, result, outcome)
+    return outcome.status
 
 
 def _error_pair(error: TaskError) -> tuple[str, str]:
@@ -279,7 +283,7 @@ async def fail_unrunnable(backend: RedisBackend, claim: Claim, exc: BaseExceptio
 # --- running --------------------------------------------------------------------------------
 
 
-def run_sync(backend: RedisBackend, claim: Claim, result: Any) -> None:
+def run_sync(backend: RedisBackend, claim: Claim, result: Any) -> str | None:
     """Run a sync task in the calling (worker) thread, then settle it."""
     close_old_connections()
     try:
@@ -290,10 +294,10 @@ def run_sync(backend: RedisBackend, claim: Claim, result: Any) -> None:
             outcome = failed(exc)
     finally:
         close_old_connections()
-    settle(backend, claim, result, outcome)
+    return settle(backend, claim, result, outcome)
 
 
-async def run_async(backend: RedisBackend, claim: Claim, result: Any) -> None:
+async def run_async(backend: RedisBackend, claim: Claim, result: Any) -> str | None:
     """Run an async task on the worker's event loop, cancelled at its timeout, then settle it."""
     await task_started.asend(sender=type(backend), task_result=result)
     timeout = timeout_of(backend, result)
@@ -312,4 +316,4 @@ async def run_async(backend: RedisBackend, claim: Claim, result: Any) -> None:
         outcome = failed(exc)
     except BaseException as exc:
         outcome = failed(exc)
-    await asettle(backend, claim, result, outcome)
+    return await asettle(backend, claim, result, outcome)

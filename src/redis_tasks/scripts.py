@@ -201,7 +201,7 @@ end
 return reply
 """
 
-# KEYS: running, expiry, queues, dead, wake
+# KEYS: running, expiry, queues, dead, wake, workers
 # ARGV: prefix, worker_id, lease_ms, max_count, max_attempts, result_ttl|'', token_base,
 #       queue names... (none: every queue that ever held a task)
 # Returns {now, next_due|-1, {quarantined key...}, {id, token, field, value, ...}, ...}
@@ -234,6 +234,7 @@ local function dead(id)
   redis.call('ZADD', KEYS[4], now, id)
 end
 redis.call('ZREMRANGEBYSCORE', KEYS[4], '-inf', now - KEEP_ASIDE_MS)
+redis.call('ZREMRANGEBYSCORE', KEYS[6], '-inf', now)  -- workers that stopped heartbeating
 if result_ttl then
   for _, status in ipairs({'SUCCESSFUL', 'FAILED'}) do
     redis.call('ZREMRANGEBYSCORE', prefix .. '@DONE@' .. status, '-inf', now - result_ttl * 1000)
@@ -423,6 +424,52 @@ wake(KEYS[4])
 return due
 """
 
+# KEYS: task, expiry, queues, wake
+# ARGV: prefix, id, mode ('cancel' | 'retry'), result_ttl|''
+# Operator actions on one task. cancel: a READY task still waiting (ready or deferred) ends
+# FAILED with TaskCancelled. retry: a FAILED task, or a dead-lettered id whose hash is still
+# usable, goes back to the front of its priority; earlier attempts no longer count against
+# max_attempts. Returns 1 when done, or an error string saying why not.
+OPERATE = r"""
+local now = clock_ms()
+local prefix, id, mode = ARGV[1], ARGV[2], ARGV[3]
+if not is_hash(KEYS[1]) then return 'no such task (or its result expired)' end
+local f = redis.call('HMGET', KEYS[1], 'status', 'queue', 'priority')
+local status, queue, priority = f[1], f[2], tonumber(f[3])
+if not queue or not priority then return 'the stored task has no queue or priority' end
+local ready, deferred = prefix .. '@READY@' .. queue, prefix .. '@DEFERRED@' .. queue
+if mode == 'cancel' then
+  if status ~= 'READY' then
+    return 'only a task still waiting can be cancelled; it is ' .. tostring(status)
+  end
+  local removed = redis.call('ZREM', ready, id) + redis.call('ZREM', deferred, id)
+  if removed == 0 then return 'the task is not waiting in its queue' end
+  redis.call('ZREM', KEYS[2], id)
+  finish_failed(prefix, KEYS[1], now, 'redis_tasks.exceptions.TaskCancelled',
+                'redis_tasks.exceptions.TaskCancelled: cancelled by an operator', tonumber(ARGV[4]))
+  return 1
+end
+local dead = redis.call('ZSCORE', prefix .. '@DEAD@', id)
+if status ~= 'FAILED' and not dead then
+  return 'only a failed or dead-lettered task can be retried; it is ' .. tostring(status)
+end
+local workers = redis.call('HGET', KEYS[1], 'workers')
+local starts = 0
+if workers and workers ~= '[]' then
+  local _, commas = string.gsub(workers, '","', '')
+  starts = commas + 1
+end
+redis.call('HSET', KEYS[1], 'status', 'READY', 'uncounted', starts)
+redis.call('HDEL', KEYS[1], 'finished_at', 'owner')
+redis.call('PERSIST', KEYS[1])
+redis.call('ZREM', prefix .. '@DONE@' .. 'FAILED', id)
+redis.call('ZREM', prefix .. '@DEAD@', id)
+redis.call('ZADD', ready, (100 - priority) * 1099511627776, id)
+redis.call('SADD', KEYS[3], queue)
+wake(KEYS[4])
+return 1
+"""
+
 # KEYS: running
 # ARGV: prefix, lease_ms, id, token, id, token, ...
 # Extends the leases still owned; returns the ids whose lease was lost.
@@ -452,6 +499,7 @@ def _source(body: str) -> str:
         ("@TASK@", keys.TASK),
         ("@UNIQUE@", keys.UNIQUE),
         ("@DONE@", keys.DONE),
+        ("@DEAD@", keys.DEAD),
     ):
         text = text.replace(marker, suffix)
     return text
@@ -463,3 +511,4 @@ CLAIM_SOURCE = _source(CLAIM)
 FINISH_SOURCE = _source(FINISH)
 REQUEUE_SOURCE = _source(REQUEUE)
 RENEW_SOURCE = _source(RENEW)
+OPERATE_SOURCE = _source(OPERATE)

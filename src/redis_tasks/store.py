@@ -19,6 +19,7 @@ from .connection import Connections, redacted
 from .exceptions import BackendUnavailable, QueueFull
 from .keys import Keys
 from .options import BackendOptions
+from .serialization import dumps as serialization_dumps
 
 FINISHED = ("SUCCESSFUL", "FAILED")
 
@@ -205,7 +206,7 @@ class TaskStore:
     async def claim(self, worker_id: str, count: int, queues: Sequence[str] = ()) -> ClaimBatch:
         k, o = self.keys, self.options
         reply = await self._script(self.connections.aio, scripts.CLAIM_SOURCE)(
-            keys=[k.running, k.expiry, k.queues, k.dead, k.wake],
+            keys=[k.running, k.expiry, k.queues, k.dead, k.wake, k.workers],
             args=[
                 k.prefix,
                 worker_id,
@@ -306,6 +307,24 @@ class TaskStore:
             argv += [task_id, token]
         lost = self._script(client, scripts.RENEW_SOURCE)(keys=[self.keys.running], args=argv)
         return [x.decode() for x in lost]
+
+    def register_worker(
+        self, client: redis.Redis, worker_id: str, info: dict[str, Any], ttl: float
+    ) -> None:
+        """Announce a live worker; it vanishes by itself ``ttl`` seconds after its last call."""
+        seconds, micros = client.time()
+        deadline = seconds * 1000 + micros // 1000 + int(ttl * 1000)
+        pipe = client.pipeline(transaction=True)
+        pipe.zadd(self.keys.workers, {worker_id: deadline})
+        pipe.hset(self.keys.worker(worker_id), "info", serialization_dumps(info))
+        pipe.pexpire(self.keys.worker(worker_id), int(ttl * 1000))
+        pipe.execute()
+
+    def unregister_worker(self, client: redis.Redis, worker_id: str) -> None:
+        pipe = client.pipeline(transaction=True)
+        pipe.zrem(self.keys.workers, worker_id)
+        pipe.delete(self.keys.worker(worker_id))
+        pipe.execute()
 
     def server_risks(self) -> list[str]:
         """What in the server's configuration can lose tasks (see docs/reliability.md)."""

@@ -18,6 +18,7 @@ import socket
 import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 import redis
@@ -71,6 +72,8 @@ class Worker:
         self.on_task_done = on_task_done
         self.run_scheduler = scheduler and not burst
         self.tasks_done = 0
+        self.tasks_failed = 0
+        self.started_at = datetime.now(UTC).isoformat()
         self.exit_code = 0
         self.abandoned_threads = 0  # sync tasks past their timeout whose thread still runs
         self._abandoned_lock = threading.Lock()
@@ -288,11 +291,14 @@ class Worker:
                 result = execution.prepare(claim)
             except InvalidTaskPayload as exc:
                 await execution.fail_unrunnable(backend, claim, exc)
+                self.tasks_failed += 1
                 return
             if execution.is_async(result):
-                await execution.run_async(backend, claim, result)
+                status = await execution.run_async(backend, claim, result)
+                self.tasks_failed += status == "FAILED"
             else:
-                await self._run_in_thread(backend, claim, result)
+                status = await self._run_in_thread(backend, claim, result)
+                self.tasks_failed += status == "FAILED"
         except asyncio.CancelledError:
             # Shutdown after the grace period: back to the queue at once, not counted as a
             # failure. A sync task's thread runs on, but its late outcome will be rejected.
@@ -310,12 +316,13 @@ class Worker:
                 self.on_task_done()
             await self._release(1)
 
-    async def _run_in_thread(self, backend: RedisBackend, claim: Claim, result: Any) -> None:
+    async def _run_in_thread(self, backend: RedisBackend, claim: Claim, result: Any) -> str | None:
+        """Run a sync task in the pool; return the status stored (None: retried or rejected)."""
         assert self._executor is not None
         future = self._executor.submit(execution.run_sync, backend, claim, result)
         timeout = execution.timeout_of(backend, result)
         try:
-            await asyncio.wait_for(asyncio.shield(asyncio.wrap_future(future)), timeout)
+            return await asyncio.wait_for(asyncio.shield(asyncio.wrap_future(future)), timeout)
         except asyncio.CancelledError:
             self._abandon(future)  # shutdown: the task is handed back; its thread runs on
             raise
@@ -325,7 +332,9 @@ class Worker:
             self._abandon(future)
             logger.error("Task %s ran past its %ss timeout; its thread is abandoned",
                          claim.task_id, timeout)  # fmt: skip
-            await execution.asettle(backend, claim, result, execution.timed_out(timeout or 0))
+            status = await execution.asettle(
+                backend, claim, result, execution.timed_out(timeout or 0)
+            )
             if self.abandoned_threads > self.max_abandoned and not self.stopping:
                 logger.error(
                     "Worker %s: %d abandoned threads; stopping so that a fresh process "
@@ -334,8 +343,9 @@ class Worker:
                 )  # fmt: skip
                 self.exit_code = EXIT_RESTART
                 await self._stop()
+            return status
 
-    def _abandon(self, future: Future[None]) -> None:
+    def _abandon(self, future: Future[Any]) -> None:
         with self._abandoned_lock:
             self.abandoned_threads += 1
         future.add_done_callback(self._thread_returned)
@@ -355,19 +365,20 @@ class Worker:
     # --- leases -------------------------------------------------------------------------
 
     def _heartbeat(self, stop: threading.Event) -> None:
+        """Renew leases and keep this worker's registry entry fresh, on its own connections."""
         clients = {b.alias: b.store.connections.new_sync() for b in self.backends}
         interval = min(b.config.lease_timeout for b in self.backends) / 3
         try:
-            while not stop.wait(interval):
+            while True:
                 for backend in self.backends:
+                    client = clients[backend.alias]
                     with self._leases_lock:
                         leases = dict(self._leases[backend.alias])
-                    if not leases:
-                        continue
                     try:
-                        lost = backend.store.renew(clients[backend.alias], leases)
+                        self._register(backend, client, list(leases), interval)
+                        lost = backend.store.renew(client, leases) if leases else []
                     except redis.RedisError as exc:
-                        logger.warning("Worker %s: lease renewal failed: %s", self.worker_id, exc)
+                        logger.warning("Worker %s: heartbeat failed: %s", self.worker_id, exc)
                         continue
                     for task_id in lost:
                         logger.warning(
@@ -375,6 +386,27 @@ class Worker:
                             self.worker_id,
                             task_id,
                         )
+                if stop.wait(interval):
+                    break
+            for backend in self.backends:
+                with contextlib.suppress(redis.RedisError):
+                    backend.store.unregister_worker(clients[backend.alias], self.worker_id)
         finally:
             for client in clients.values():
                 client.close()
+
+    def _register(
+        self, backend: RedisBackend, client: redis.Redis, in_flight: list[str], interval: float
+    ) -> None:
+        info = {
+            "host": socket.gethostname(),
+            "pid": os.getpid(),
+            "backends": [b.alias for b in self.backends],
+            "queues": self._queues_for(backend),
+            "concurrency": self.concurrency,
+            "in_flight": in_flight,
+            "started_at": self.started_at,
+            "done": self.tasks_done,
+            "failed": self.tasks_failed,
+        }
+        backend.store.register_worker(client, self.worker_id, info, ttl=3 * interval)

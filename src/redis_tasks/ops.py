@@ -1,0 +1,294 @@
+"""Seeing and managing a backend's queues, tasks and workers: what the CLI and dashboard show.
+
+Every read is bounded (counts are O(1) per key, lists are pages of a sorted set), so a queue of
+a million tasks costs no more to look at than one of ten.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any, cast
+
+from . import scripts
+from .exceptions import InvalidTaskPayload
+from .serialization import result_from_hash
+
+if TYPE_CHECKING:
+    from .backend import RedisBackend
+
+STATES = ("ready", "deferred", "running", "failed", "successful", "dead")
+SUMMARY_FIELDS = ("path", "queue", "priority", "status", "enqueued_at", "finished_at",
+                  "run_after", "workers", "errors")  # fmt: skip
+
+
+class OperationRefused(Exception):
+    """An action that does not apply to the task as it is (say, cancelling a running task)."""
+
+
+def _ms_to_iso(value: bytes | str | None) -> str | None:
+    if value is None:
+        return None
+    try:
+        return datetime.fromtimestamp(int(value) / 1000, tz=UTC).isoformat()
+    except ValueError:
+        return None
+
+
+@dataclass
+class TaskSummary:
+    id: str
+    state: str
+    task: str | None
+    queue: str | None
+    priority: int | None
+    status: str | None
+    enqueued_at: str | None
+    finished_at: str | None
+    run_after: str | None
+    attempts: int
+    errors: int
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class WorkerInfo:
+    id: str
+    host: str = ""
+    pid: int = 0
+    backends: list[str] = field(default_factory=list)
+    queues: list[str] = field(default_factory=list)
+    concurrency: int = 0
+    in_flight: list[str] = field(default_factory=list)
+    started_at: str | None = None
+    done: int = 0
+    failed: int = 0
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _json_len(raw: bytes | None) -> int:
+    if not raw:
+        return 0
+    try:
+        value = json.loads(raw)
+    except ValueError:
+        return 0
+    return len(value) if isinstance(value, list) else 0
+
+
+class Inspector:
+    def __init__(self, backend: RedisBackend) -> None:
+        self.backend = backend
+        self.store = backend.store
+        self.keys = backend.store.keys
+        self.client = backend.store.connections.sync
+
+    # --- reading ----------------------------------------------------------------------------
+
+    def queues(self) -> list[str]:
+        known = cast(set[bytes], self.client.smembers(self.keys.queues))
+        return sorted({q.decode(errors="replace") for q in known} | set(self.backend.queues))
+
+    def overview(self) -> dict[str, Any]:
+        """Counts by state, per queue and in all, and the live workers."""
+        queues = self.queues()
+        pipe = self.client.pipeline(transaction=False)
+        for q in queues:
+            pipe.zcard(self.keys.ready(q))
+            pipe.zcard(self.keys.deferred(q))
+        pipe.zcard(self.keys.running)
+        pipe.zcard(self.keys.done("FAILED"))
+        pipe.zcard(self.keys.done("SUCCESSFUL"))
+        pipe.zcard(self.keys.dead)
+        counts = pipe.execute()
+        per_queue = {q: {"ready": counts[2 * i], "deferred": counts[2 * i + 1]}
+                     for i, q in enumerate(queues)}  # fmt: skip
+        running, failed, successful, dead = counts[-4:]
+        return {
+            "backend": self.backend.alias,
+            "namespace": self.keys.namespace,
+            "queues": per_queue,
+            "totals": {
+                "ready": sum(c["ready"] for c in per_queue.values()),
+                "deferred": sum(c["deferred"] for c in per_queue.values()),
+                "running": running,
+                "failed": failed,
+                "successful": successful,
+                "dead": dead,
+            },
+            "workers": [w.as_dict() for w in self.workers()],
+        }
+
+    def _ids(
+        self, state: str, queue: str | None, offset: int, limit: int
+    ) -> list[tuple[str, float]]:
+        k = self.keys
+        if state in ("ready", "deferred"):
+            names = [queue] if queue else self.queues()
+            zset = k.ready if state == "ready" else k.deferred
+            merged: list[tuple[str, float]] = []
+            for name in names:  # each queue's first offset+limit, merged by score
+                found = self.client.zrange(zset(name), 0, offset + limit - 1, withscores=True)
+                merged += _decoded(found)
+            return sorted(merged, key=lambda e: e[1])[offset : offset + limit]
+        key = {"running": k.running, "failed": k.done("FAILED"),
+               "successful": k.done("SUCCESSFUL"), "dead": k.dead}.get(state)  # fmt: skip
+        if key is None:
+            raise ValueError(f"unknown state {state!r}; one of {', '.join(STATES)}")
+        newest_first = state != "running"
+        found = self.client.zrange(key, offset, offset + limit - 1, desc=newest_first,
+                                   withscores=True)  # fmt: skip
+        return _decoded(found)
+
+    def list_tasks(
+        self, state: str, queue: str | None = None, offset: int = 0, limit: int = 50,
+        task: str | None = None,
+    ) -> list[TaskSummary]:  # fmt: skip
+        """A page of tasks in a state (newest first for finished ones), optionally filtered by
+        task path (within the page's window)."""
+        ids = self._ids(state, queue, offset, limit)
+        pipe = self.client.pipeline(transaction=False)
+        for task_id, _ in ids:
+            pipe.hmget(self.keys.task(task_id), SUMMARY_FIELDS)
+        rows = []
+        for (task_id, _), values in zip(ids, pipe.execute(), strict=True):
+            f = dict(zip(SUMMARY_FIELDS, values, strict=True))
+            path = f["path"].decode(errors="replace") if f["path"] else None
+            if (
+                queue
+                and state in ("running", "failed", "successful")
+                and f["queue"] != queue.encode()
+            ):
+                continue
+            if task and path != task:
+                continue
+            rows.append(TaskSummary(
+                id=task_id, state=state, task=path,
+                queue=f["queue"].decode(errors="replace") if f["queue"] else None,
+                priority=_int_or_none(f["priority"]),
+                status=f["status"].decode(errors="replace") if f["status"] else None,
+                enqueued_at=_ms_to_iso(f["enqueued_at"]), finished_at=_ms_to_iso(f["finished_at"]),
+                run_after=_ms_to_iso(f["run_after"]),
+                attempts=_json_len(f["workers"]), errors=_json_len(f["errors"]),
+            ))  # fmt: skip
+        return rows
+
+    def task(self, task_id: str) -> dict[str, Any]:
+        """One task whole: its result as the framework sees it, or its raw fields if broken."""
+        fields = cast(dict[bytes, bytes], self.client.hgetall(self.keys.task(task_id)))
+        if not fields:
+            raise OperationRefused(f"no task {task_id!r} in backend {self.backend.alias!r}")
+        raw = {k.decode(errors="replace"): v.decode(errors="replace") for k, v in fields.items()}
+        try:
+            result = result_from_hash(task_id, fields)
+        except InvalidTaskPayload as exc:
+            return {"id": task_id, "valid": False, "problem": str(exc), "raw": raw}
+        return {
+            "id": task_id,
+            "valid": True,
+            "task": result.task.module_path,
+            "queue": result.task.queue_name,
+            "priority": result.task.priority,
+            "status": str(result.status),
+            "args": result.args,
+            "kwargs": result.kwargs,
+            "enqueued_at": _iso(result.enqueued_at),
+            "run_after": _iso(result.task.run_after),
+            "started_at": _iso(result.started_at),
+            "last_attempted_at": _iso(result.last_attempted_at),
+            "finished_at": _iso(result.finished_at),
+            "attempts": result.attempts,
+            "worker_ids": result.worker_ids,
+            "errors": [
+                {"exception": e.exception_class_path, "traceback": e.traceback}
+                for e in result.errors
+            ],
+            "return_value": result._return_value,
+            "ttl": self.client.ttl(self.keys.task(task_id)),
+        }
+
+    def workers(self) -> list[WorkerInfo]:
+        now_s, now_us = self.client.time()
+        now_ms = now_s * 1000 + now_us // 1000
+        self.client.zremrangebyscore(self.keys.workers, "-inf", now_ms)  # gone: no heartbeat
+        ids = [w.decode() for w in cast(list[bytes], self.client.zrange(self.keys.workers, 0, -1))]
+        pipe = self.client.pipeline(transaction=False)
+        for worker_id in ids:
+            pipe.hget(self.keys.worker(worker_id), "info")
+        found = []
+        for worker_id, info in zip(ids, pipe.execute(), strict=True):
+            if info is None:
+                continue
+            data = json.loads(info)
+            found.append(WorkerInfo(id=worker_id, **{k: v for k, v in data.items() if k != "id"}))
+        return found
+
+    # --- acting -----------------------------------------------------------------------------
+
+    def _operate(self, task_id: str, mode: str) -> None:
+        k, ttl = self.keys, self.backend.config.result_ttl
+        script = self.store._script(self.client, scripts.OPERATE_SOURCE)
+        reply = script(keys=[k.task(task_id), k.expiry, k.queues, k.wake],
+                       args=[k.prefix, task_id, mode, "" if ttl is None else ttl])  # fmt: skip
+        if reply != 1:
+            raise OperationRefused(f"cannot {mode} task {task_id!r}: {reply.decode()}")
+
+    def cancel(self, task_id: str) -> None:
+        """A waiting (ready or deferred) task ends FAILED with TaskCancelled and never runs."""
+        self._operate(task_id, "cancel")
+
+    def retry(self, task_id: str) -> None:
+        """A failed or dead-lettered task goes back to the front of its priority."""
+        self._operate(task_id, "retry")
+
+    def purge(self, older_than: float) -> int:
+        """Delete finished results that finished more than ``older_than`` seconds ago."""
+        now_s, _ = self.client.time()
+        cutoff = int((now_s - older_than) * 1000)
+        removed = 0
+        for status in ("SUCCESSFUL", "FAILED"):
+            index = self.keys.done(status)
+            while True:
+                ids = cast(list[bytes], self.client.zrangebyscore(index, "-inf", cutoff, 0, 500))
+                if not ids:
+                    break
+                pipe = self.client.pipeline(transaction=True)
+                pipe.delete(*[self.keys.task(i.decode()) for i in ids])
+                pipe.zrem(index, *ids)
+                pipe.execute()
+                removed += len(ids)
+        return removed
+
+    def drain(self, queue: str) -> Iterator[int]:
+        """Cancel every waiting task of a queue; yields the count cancelled so far."""
+        done = 0
+        for zset in (self.keys.ready(queue), self.keys.deferred(queue)):
+            while ids := cast(list[bytes], self.client.zrange(zset, 0, 199)):
+                for raw in ids:
+                    try:
+                        self.cancel(raw.decode())
+                    except OperationRefused:
+                        self.client.zrem(zset, raw)  # not a waiting task: nothing to cancel
+                    done += 1
+                yield done
+
+
+def _decoded(entries: Any) -> list[tuple[str, float]]:
+    return [(member.decode(errors="replace"), float(score)) for member, score in entries]
+
+
+def _int_or_none(raw: bytes | None) -> int | None:
+    try:
+        return None if raw is None else int(raw)
+    except ValueError:
+        return None
+
+
+def _iso(value: datetime | None) -> str | None:
+    return None if value is None else value.isoformat()
