@@ -180,9 +180,8 @@ class Command(BaseCommand):
                 outcome[task_id] = str(exc)
         self.emit(outcome, "\n".join(f"{i}: {o}" for i, o in outcome.items()))
         if any(o != "ok" for o in outcome.values()):
-            raise CommandError(
-                f"Some tasks could not be {verb}{'ed' if verb == 'cancel' else 'd'}."
-            )
+            done = {"retry": "retried", "cancel": "cancelled"}[verb]
+            raise CommandError(f"Some tasks could not be {done}.")
 
     def do_retry(self, backends: list[RedisBackend], options: dict[str, Any]) -> None:
         self._each(backends, options, "retry")
