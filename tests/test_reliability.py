@@ -302,7 +302,7 @@ def test_every_key_left_behind_has_a_ttl_or_an_owner(
     for result in done:
         finished(result)
     # A counter, and sets the claim script sweeps.
-    structural = {k.sequence, k.dead, k.done("SUCCESSFUL"), k.done("FAILED"), k.workers}
+    structural = {k.sequence, k.stats, k.dead, k.done("SUCCESSFUL"), k.done("FAILED"), k.workers}
     for key in clean_redis.keys("*"):
         name = key.decode()
         assert name in structural or clean_redis.ttl(key) > 0, name

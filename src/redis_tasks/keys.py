@@ -24,6 +24,7 @@ WAKE = "wake"  # list: one token per enqueue, idle workers BLPOP it
 DEAD = "dead"  # sorted set: ids of entries that could not be handled -> time moved aside
 TASK = "task:"  # + task id; hash: the task and its result
 DONE = "done:"  # + SUCCESSFUL or FAILED; sorted set: finished ids kept -> finished_at (ms)
+STATS = "stats"  # hash: event counters (enqueued, started, succeeded, failed, retried, ...)
 WORKERS = "workers"  # sorted set: live worker ids -> heartbeat deadline (ms)
 WORKER = "worker:"  # + worker id; hash: what the worker reports about itself (expires)
 UNIQUE = "unique:"  # + unique key; string: id of the queued or running task holding the key
@@ -79,6 +80,10 @@ class Keys:
 
     def done(self, status: str) -> str:
         return self.prefix + DONE + status
+
+    @property
+    def stats(self) -> str:
+        return self.prefix + STATS
 
     @property
     def workers(self) -> str:

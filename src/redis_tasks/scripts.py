@@ -35,6 +35,10 @@ local function release_unique(prefix, key)
     end
   end
 end
+-- Event counters of the backend instance (for metrics): one hash, never expiring.
+local function tally(prefix, event, n)
+  redis.call('HINCRBY', prefix .. '@STATS@', event, n or 1)
+end
 -- Finished results are indexed by status and finish time, for listing and purging; entries
 -- whose result expired are swept by the claim script.
 local function index_done(prefix, key, status, now)
@@ -48,6 +52,7 @@ local function finish_failed(prefix, key, now, class_path, message, result_ttl)
   redis.call('HDEL', key, 'owner')
   if result_ttl then redis.call('EXPIRE', key, result_ttl) end
   index_done(prefix, key, 'FAILED', now)
+  tally(prefix, 'failed')
 end
 -- What is moved aside (dead-lettered ids, corrupt keys) is kept a week for an operator.
 local KEEP_ASIDE_MS = 7 * 24 * 3600 * 1000
@@ -165,7 +170,10 @@ local function enqueue_batch(prefix, at, now)
       end
     end
   end
-  if new > 0 then wake(KEYS[4]) end
+  if new > 0 then
+    wake(KEYS[4])
+    tally(prefix, 'enqueued', new)
+  end
   local out = {1, now}
   for t = 1, count do out[#out + 1] = existing[t] end
   return out
@@ -254,6 +262,7 @@ for i = 1, #expired do
       if usable(name, 'zset', now) then removed = removed + redis.call('ZREM', name, id) end
     end
     if removed > 0 then
+      tally(prefix, 'expired')
       finish_failed(prefix, key, now, 'redis_tasks.exceptions.TaskExpired',
         'redis_tasks.exceptions.TaskExpired: not dispatched within the backend ttl', result_ttl)
     end
@@ -271,6 +280,7 @@ for i = 1, #lost do
   if not fields or not fields[1] or not tonumber(fields[2]) then
     dead(id)
   else
+    tally(prefix, 'lost')
     local attempts = attempts_of(key)
     local message = 'redis_tasks.exceptions.WorkerLost: the worker running attempt ' .. attempts
       .. ' stopped renewing its lease (killed, crashed, paused or cut off from Redis)'
@@ -292,7 +302,9 @@ for i = 1, #lost do
 end
 
 -- 3. Deferred tasks that are due move to the front of their priority in the ready set, so a
---    backlog of tasks queued before them does not make them late.
+--    backlog of tasks queued before them does not make them late; among themselves they keep
+--    the order of their due times. Their scores lie in the lower half of the priority's band,
+--    below every sequence number (< 2^39) of tasks queued normally.
 for q = 1, #served do
   local ready, deferred = served[q][1], served[q][2]
   local due = redis.call('ZRANGEBYSCORE', deferred, '-inf', now, 'LIMIT', 0, 1000)
@@ -300,9 +312,11 @@ for q = 1, #served do
     local id = due[i]
     local key = prefix .. '@TASK@' .. id
     local priority = valid_id(id) and is_hash(key) and tonumber(redis.call('HGET', key, 'priority'))
+    local due_at = redis.call('ZSCORE', deferred, id)
     redis.call('ZREM', deferred, id)
     if priority then
-      redis.call('ZADD', ready, (100 - priority) * 1099511627776, id)
+      local band = (100 - priority) * 1099511627776 - 549755813888
+      redis.call('ZADD', ready, band + (tonumber(due_at) % 274877906944), id)
     else
       dead(id)
     end
@@ -333,6 +347,7 @@ while claimed < max_count do
     dead(id)
   else
     claimed = claimed + 1
+    tally(prefix, 'started')
     local token = token_base .. ':' .. claimed
     redis.call('ZREM', KEYS[2], id)
     redis.call('HSET', key, 'status', 'RUNNING', 'owner', token, 'last_attempted_at', now,
@@ -387,6 +402,7 @@ end
 local result_ttl = tonumber(ARGV[6])
 if result_ttl then redis.call('EXPIRE', KEYS[1], result_ttl) end
 index_done(ARGV[7], KEYS[1], ARGV[3], now)
+tally(ARGV[7], ARGV[3] == 'SUCCESSFUL' and 'succeeded' or 'failed')
 return now
 """
 
@@ -406,7 +422,12 @@ redis.call('HSET', KEYS[1], 'status', 'READY')
 if ARGV[5] ~= '' then
   redis.call('HSET', KEYS[1], 'errors', json_append(redis.call('HGET', KEYS[1], 'errors'), ARGV[5]))
 end
-if ARGV[6] == '1' then redis.call('HINCRBY', KEYS[1], 'uncounted', 1) end
+if ARGV[6] == '1' then
+  redis.call('HINCRBY', KEYS[1], 'uncounted', 1)
+  tally(prefix, 'handed_back')
+else
+  tally(prefix, 'retried')
+end
 local delay = tonumber(ARGV[4])
 local due = now + delay
 if delay > 0 then
@@ -500,6 +521,7 @@ def _source(body: str) -> str:
         ("@UNIQUE@", keys.UNIQUE),
         ("@DONE@", keys.DONE),
         ("@DEAD@", keys.DEAD),
+        ("@STATS@", keys.STATS),
     ):
         text = text.replace(marker, suffix)
     return text

@@ -243,21 +243,30 @@ class Worker:
                     break
                 await asyncio.wait(mine, return_when=asyncio.FIRST_COMPLETED)
                 continue
-            timeout = IDLE_WAIT_MAX
+            timeout, precise = IDLE_WAIT_MAX, False
             if batch.next_due_ms is not None:
-                timeout = min(timeout, max(batch.next_due_ms - batch.now_ms, 1) / 1000)
-            await self._wait_for_work(backend, timeout)
+                due_in = max(batch.next_due_ms - batch.now_ms, 1) / 1000
+                timeout, precise = min(timeout, due_in), due_in < IDLE_WAIT_MAX
+            await self._wait_for_work(backend, timeout, precise)
 
     async def _sleep(self, seconds: float) -> None:
         assert self._stopping is not None
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._stopping.wait(), seconds)
 
-    async def _wait_for_work(self, backend: RedisBackend, timeout: float) -> None:
+    async def _wait_for_work(self, backend: RedisBackend, timeout: float, precise: bool) -> None:
+        """Block on the wake list until an enqueue, a stop, or ``timeout``. Redis times out
+        blocked clients only every 1/hz seconds (100 ms by default), so a wait for a deferred
+        task's due time is ended by a timer here instead (``precise``)."""
         assert self._stopping is not None
-        waiter = asyncio.create_task(backend.store.wait_for_work(timeout))
+        server_timeout = timeout + 1 if precise else timeout
+        waiter = asyncio.create_task(backend.store.wait_for_work(server_timeout))
         stopper = asyncio.create_task(self._stopping.wait())
-        done, _ = await asyncio.wait({waiter, stopper}, return_when=asyncio.FIRST_COMPLETED)
+        done, _ = await asyncio.wait(
+            {waiter, stopper},
+            timeout=timeout if precise else None,
+            return_when=asyncio.FIRST_COMPLETED,
+        )
         for pending in (waiter, stopper):
             if pending not in done:
                 pending.cancel()

@@ -81,6 +81,13 @@ class Command(BaseCommand):
             f"handed back to their queues (default {DEFAULT_GRACE:g}).",
         )
         parser.add_argument(
+            "--metrics-port",
+            type=int,
+            default=None,
+            metavar="PORT",
+            help="Serve Prometheus metrics on this port (needs the [prometheus] extra).",
+        )
+        parser.add_argument(
             "--progress",
             action=argparse.BooleanOptionalAction,
             default=None,
@@ -103,6 +110,10 @@ class Command(BaseCommand):
                         f"{backend.alias!r} ({', '.join(sorted(backend.queues))})."
                     )
         self._configure_logging(options["verbosity"])
+        if options["metrics_port"] is not None:
+            from redis_tasks.metrics import serve
+
+            serve(options["metrics_port"])
         worker = Worker(
             backends,
             queues=options["queues"],
