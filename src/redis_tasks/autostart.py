@@ -10,7 +10,6 @@ never start one. Turn it off per backend with ``"autostart": False`` (production
 
 from __future__ import annotations
 
-import atexit
 import logging
 import os
 import sys
@@ -83,7 +82,9 @@ def start() -> bool:
         )
         _running = BackgroundWorker(worker).start()
     logger.info("Autostarted background worker %s in pid %d", worker.worker_id, os.getpid())
-    atexit.register(stop)
+    # Stop before concurrent.futures' own exit hook forbids new work and joins the pools
+    # (atexit would run after it): running tasks get STOP_GRACE, then go back to their queue.
+    threading._register_atexit(stop)  # type: ignore[attr-defined]
     return True
 
 
@@ -95,12 +96,12 @@ def stop() -> None:
         running.stop(STOP_TIMEOUT)  # type: ignore[attr-defined]
 
 
-def _after_fork_in_child() -> None:
-    """A forked server process (gunicorn --preload) gets its own worker thread."""
+def _forget_in_child() -> None:
+    """A forked child has no worker thread (threads do not survive fork) and starts none by
+    itself: a server that forks after loading the app (gunicorn --preload) calls start() in
+    its post-fork hook."""
     global _running
-    if _running is not None:
-        _running = None
-        start()
+    _running = None
 
 
-os.register_at_fork(after_in_child=_after_fork_in_child)
+os.register_at_fork(after_in_child=_forget_in_child)

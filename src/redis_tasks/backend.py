@@ -118,6 +118,7 @@ class RedisBackend(BaseTaskBackend):  # type: ignore[misc,unused-ignore]
             unique_key=task.unique_key(args_json, kwargs_json, args, kwargs)
             if isinstance(task, RedisTask)
             else None,
+            max_attempts=getattr(task, "max_attempts", None),
         )
         return result, request
 

@@ -1,14 +1,13 @@
 """Redis clients of one backend: a thread-safe sync client and one asyncio client per event loop.
 
 asyncio clients are bound to the loop that created them, so each loop (a worker's, an ASGI
-server's) gets its own, kept in a weak map that forgets a loop once it is gone.
+server's) gets its own; those of closed loops are dropped when a new loop asks for one.
 """
 
 from __future__ import annotations
 
 import asyncio
 import threading
-import weakref
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
@@ -38,9 +37,7 @@ class Connections:
         self.options = {**DEFAULT_CONNECTION_OPTIONS, **options}
         self._sync: redis.Redis | None = None
         self._lock = threading.Lock()
-        self._async: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, redis.asyncio.Redis] = (
-            weakref.WeakKeyDictionary()
-        )
+        self._async: dict[asyncio.AbstractEventLoop, redis.asyncio.Redis] = {}
 
     @property
     def sync(self) -> redis.Redis:
@@ -55,6 +52,9 @@ class Connections:
         loop = asyncio.get_running_loop()
         client = self._async.get(loop)
         if client is None:
+            # Forget the clients of loops that are gone (asyncio.run, async_to_sync calls).
+            for gone in [other for other in self._async if other.is_closed()]:
+                del self._async[gone]
             client = redis.asyncio.Redis.from_url(self.url, **self.options)
             self._async[loop] = client
         return client

@@ -283,26 +283,26 @@ async def fail_unrunnable(backend: RedisBackend, claim: Claim, exc: BaseExceptio
 # --- running --------------------------------------------------------------------------------
 
 
-def run_sync(backend: RedisBackend, claim: Claim, result: Any) -> str | None:
-    """Run a sync task in the calling (worker) thread, then settle it."""
+def call_sync(backend: RedisBackend, result: Any) -> Outcome:
+    """Run a sync task's body in the calling (worker) thread: the part its timeout covers.
+
+    A failing ``task_started`` receiver fails the task rather than leaving it to its lease."""
     close_old_connections()
     try:
         task_started.send(sender=type(backend), task_result=result)
-        try:
-            outcome = _succeeded(result.task.func(*_call_args(result), **result.kwargs))
-        except BaseException as exc:  # SystemExit and KeyboardInterrupt too: the task failed
-            outcome = failed(exc)
+        return _succeeded(result.task.func(*_call_args(result), **result.kwargs))
+    except BaseException as exc:  # SystemExit and KeyboardInterrupt too: the task failed
+        return failed(exc)
     finally:
         close_old_connections()
-    return settle(backend, claim, result, outcome)
 
 
 async def run_async(backend: RedisBackend, claim: Claim, result: Any) -> str | None:
     """Run an async task on the worker's event loop, cancelled at its timeout, then settle it."""
-    await task_started.asend(sender=type(backend), task_result=result)
     timeout = timeout_of(backend, result)
     deadline = asyncio.timeout(timeout)
     try:
+        await task_started.asend(sender=type(backend), task_result=result)
         async with deadline:
             value = await result.task.func(*_call_args(result), **result.kwargs)
         outcome = _succeeded(value)

@@ -15,6 +15,7 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger("redis_tasks")
 IDLE = 60.0  # seconds to the next pass when a backend has no schedule
+IDLE_WAIT = 1.0
 
 
 def redis_now(backend: RedisBackend) -> datetime:
@@ -48,7 +49,9 @@ class Scheduler:
         state = store.schedule_state(list(self.schedules))
         wait = IDLE
         for name, schedule in self.schedules.items():
-            wait = min(wait, (schedule.next_tick(now) - now).total_seconds())
+            until_next = (schedule.next_tick(now) - now).total_seconds()
+            # In a repeated DST hour a cron's next tick can lie behind us: don't spin on it.
+            wait = min(wait, until_next if until_next > 0 else IDLE_WAIT)
             tick = schedule.latest_tick(now)
             action = decide(schedule, tick, state[name], now)
             if action is None:

@@ -26,34 +26,6 @@ end
 local function error_json(class_path, message)
   return cjson.encode({class_path, message})
 end
-local function release_unique(prefix, key)
-  local unique = redis.call('HGET', key, 'unique')
-  if unique then
-    local ukey = prefix .. '@UNIQUE@' .. unique
-    if redis.call('GET', ukey) == string.sub(key, #prefix + #'@TASK@' + 1) then
-      redis.call('DEL', ukey)
-    end
-  end
-end
--- Event counters of the backend instance (for metrics): one hash, never expiring.
-local function tally(prefix, event, n)
-  redis.call('HINCRBY', prefix .. '@STATS@', event, n or 1)
-end
--- Finished results are indexed by status and finish time, for listing and purging; entries
--- whose result expired are swept by the claim script.
-local function index_done(prefix, key, status, now)
-  redis.call('ZADD', prefix .. '@DONE@' .. status, now, string.sub(key, #prefix + #'@TASK@' + 1))
-end
-local function finish_failed(prefix, key, now, class_path, message, result_ttl)
-  release_unique(prefix, key)
-  local errors = redis.call('HGET', key, 'errors')
-  redis.call('HSET', key, 'status', 'FAILED', 'finished_at', now,
-             'errors', json_append(errors, error_json(class_path, message)))
-  redis.call('HDEL', key, 'owner')
-  if result_ttl then redis.call('EXPIRE', key, result_ttl) end
-  index_done(prefix, key, 'FAILED', now)
-  tally(prefix, 'failed')
-end
 -- What is moved aside (dead-lettered ids, corrupt keys) is kept a week for an operator.
 local KEEP_ASIDE_MS = 7 * 24 * 3600 * 1000
 -- Keys of a wrong type (written by something else) are renamed aside, never fatal: a worker
@@ -67,6 +39,39 @@ local function usable(key, wanted, now)
   redis.call('PEXPIRE', aside, KEEP_ASIDE_MS)
   quarantined[#quarantined + 1] = aside
   return false
+end
+local function release_unique(prefix, key)
+  local unique = redis.call('HGET', key, 'unique')
+  if unique then
+    local ukey = prefix .. '@UNIQUE@' .. unique
+    if usable(ukey, 'string', clock_ms())
+       and redis.call('GET', ukey) == string.sub(key, #prefix + #'@TASK@' + 1) then
+      redis.call('DEL', ukey)
+    end
+  end
+end
+-- Event counters of the backend instance (for metrics): one hash, never expiring.
+local function tally(prefix, event, n)
+  local stats = prefix .. '@STATS@'
+  usable(stats, 'hash', clock_ms())
+  redis.call('HINCRBY', stats, event, n or 1)
+end
+-- Finished results are indexed by status and finish time, for listing and purging; entries
+-- whose result expired are swept by the claim script.
+local function index_done(prefix, key, status, now)
+  local index = prefix .. '@DONE@' .. status
+  usable(index, 'zset', now)
+  redis.call('ZADD', index, now, string.sub(key, #prefix + #'@TASK@' + 1))
+end
+local function finish_failed(prefix, key, now, class_path, message, result_ttl)
+  release_unique(prefix, key)
+  local errors = redis.call('HGET', key, 'errors')
+  redis.call('HSET', key, 'status', 'FAILED', 'finished_at', now,
+             'errors', json_append(errors, error_json(class_path, message)))
+  redis.call('HDEL', key, 'owner')
+  if result_ttl then redis.call('EXPIRE', key, result_ttl) end
+  index_done(prefix, key, 'FAILED', now)
+  tally(prefix, 'failed')
 end
 local function is_hash(key)
   return redis.call('TYPE', key)['ok'] == 'hash'
@@ -93,14 +98,20 @@ end
 # Shared by ENQUEUE and TICK: queue a batch of tasks, all or none.
 # KEYS: queues, sequence, expiry, wake (then anything the caller uses)
 # ARGV from `at`: maxsize|'', ttl_ms|'', backend alias, count, then per task TASK_FIELDS values:
-#   id, queue, priority, run_after_ms|'', path, args, kwargs, takes_context, unique key|''
+#   id, queue, priority, run_after_ms|'', path, args, kwargs, takes_context, unique key|'',
+#   max_attempts|'' (the task's own, for recovering from lost workers)
 # Returns {1, now, existing id|'' per task} when queued (an existing id: a unique task already
 # queued or running, returned instead of a new one), {0, waiting} when the backend would pass
 # maxsize, {-1, id} when an id is taken.
 _ENQUEUE_BATCH = r"""
-local TASK_FIELDS = 9
+local TASK_FIELDS = 10
 local function enqueue_batch(prefix, at, now)
   usable(KEYS[1], 'set', now)
+  local seq_type = redis.call('TYPE', KEYS[2])['ok']
+  if seq_type ~= 'none' and (seq_type ~= 'string' or not tonumber(redis.call('GET', KEYS[2]))) then
+    redis.call('RENAME', KEYS[2], KEYS[2] .. ':corrupt:' .. now)  -- restarts FIFO numbering
+    redis.call('PEXPIRE', KEYS[2] .. ':corrupt:' .. now, KEEP_ASIDE_MS)
+  end
   usable(KEYS[3], 'zset', now)
   usable(KEYS[4], 'list', now)
   local maxsize, ttl = tonumber(ARGV[at]), tonumber(ARGV[at + 1])
@@ -150,6 +161,7 @@ local function enqueue_batch(prefix, at, now)
       redis.call('HSET', key, 'path', ARGV[f + 4], 'queue', queue, 'priority', ARGV[f + 2],
                  'score', score, 'args', ARGV[f + 5], 'kwargs', ARGV[f + 6], 'ctx', ARGV[f + 7],
                  'backend', backend, 'status', 'READY', 'enqueued_at', now)
+      if ARGV[f + 9] ~= '' then redis.call('HSET', key, 'max_attempts', ARGV[f + 9]) end
       if ARGV[f + 8] ~= '' then
         redis.call('HSET', key, 'unique', ARGV[f + 8])
         redis.call('SET', prefix .. '@UNIQUE@' .. ARGV[f + 8], id)
@@ -204,7 +216,9 @@ end
 local reply = enqueue_batch(ARGV[1], 4, now)
 if reply[1] == 1 then
   redis.call('HSET', KEYS[5], 'last', tick, 'last_enqueued_at', now)
-  redis.call('HSET', ARGV[1] .. '@TASK@' .. ARGV[8], 'tick', tick)  -- the tick's task
+  if reply[3] == '' then  -- a new task, not a unique one already queued
+    redis.call('HSET', ARGV[1] .. '@TASK@' .. ARGV[8], 'tick', tick)
+  end
 end
 return reply
 """
@@ -227,17 +241,7 @@ usable(KEYS[2], 'zset', now)
 usable(KEYS[3], 'set', now)
 usable(KEYS[4], 'zset', now)
 usable(KEYS[5], 'list', now)
-local queues = {}
-for i = 8, #ARGV do queues[#queues + 1] = ARGV[i] end
-if #queues == 0 then queues = redis.call('SMEMBERS', KEYS[3]) end
-local served = {}
-for q = 1, #queues do
-  local ready = prefix .. '@READY@' .. queues[q]
-  local deferred = prefix .. '@DEFERRED@' .. queues[q]
-  usable(ready, 'zset', now)
-  usable(deferred, 'zset', now)
-  served[q] = {ready, deferred}
-end
+usable(KEYS[6], 'zset', now)
 local function dead(id)
   redis.call('ZADD', KEYS[4], now, id)
 end
@@ -276,7 +280,8 @@ for i = 1, #lost do
   local id = lost[i]
   local key = prefix .. '@TASK@' .. id
   redis.call('ZREM', KEYS[1], id)
-  local fields = valid_id(id) and is_hash(key) and redis.call('HMGET', key, 'queue', 'score')
+  local fields = valid_id(id) and is_hash(key)
+    and redis.call('HMGET', key, 'queue', 'score', 'max_attempts')
   if not fields or not fields[1] or not tonumber(fields[2]) then
     dead(id)
   else
@@ -284,21 +289,33 @@ for i = 1, #lost do
     local attempts = attempts_of(key)
     local message = 'redis_tasks.exceptions.WorkerLost: the worker running attempt ' .. attempts
       .. ' stopped renewing its lease (killed, crashed, paused or cut off from Redis)'
-    if attempts >= max_attempts then
+    if attempts >= (tonumber(fields[3]) or max_attempts) then
       finish_failed(prefix, key, now, 'redis_tasks.exceptions.WorkerLost', message, result_ttl)
     else
       local ready = prefix .. '@READY@' .. fields[1]
-      if usable(ready, 'zset', now) then
-        local errors = redis.call('HGET', key, 'errors')
-        redis.call('HSET', key, 'status', 'READY', 'errors',
-          json_append(errors, error_json('redis_tasks.exceptions.WorkerLost', message)))
-        redis.call('HDEL', key, 'owner')
-        redis.call('ZADD', ready, fields[2], id)
-        redis.call('SADD', KEYS[3], fields[1])
-        wake(KEYS[5])
-      end
+      usable(ready, 'zset', now)  -- a wrong-typed key is renamed aside: the name is free
+      local errors = redis.call('HGET', key, 'errors')
+      redis.call('HSET', key, 'status', 'READY', 'errors',
+        json_append(errors, error_json('redis_tasks.exceptions.WorkerLost', message)))
+      redis.call('HDEL', key, 'owner')
+      redis.call('ZADD', ready, fields[2], id)
+      redis.call('SADD', KEYS[3], fields[1])
+      wake(KEYS[5])
     end
   end
+end
+
+-- The queues served, read after step 2 (which may bring a forgotten queue back).
+local queues = {}
+for i = 8, #ARGV do queues[#queues + 1] = ARGV[i] end
+if #queues == 0 then queues = redis.call('SMEMBERS', KEYS[3]) end
+local served = {}
+for q = 1, #queues do
+  local ready = prefix .. '@READY@' .. queues[q]
+  local deferred = prefix .. '@DEFERRED@' .. queues[q]
+  usable(ready, 'zset', now)
+  usable(deferred, 'zset', now)
+  served[q] = {ready, deferred}
 end
 
 -- 3. Deferred tasks that are due move to the front of their priority in the ready set, so a
@@ -416,6 +433,7 @@ if redis.call('HGET', KEYS[1], 'owner') ~= ARGV[3] then return 0 end
 local now = clock_ms()
 local prefix, id = ARGV[1], ARGV[2]
 local fields = redis.call('HMGET', KEYS[1], 'queue', 'score')
+if not fields[1] or not tonumber(fields[2]) then return 0 end  -- unusable: its lease recovers it
 redis.call('ZREM', KEYS[2], id)
 redis.call('HDEL', KEYS[1], 'owner')
 redis.call('HSET', KEYS[1], 'status', 'READY')
@@ -430,10 +448,13 @@ else
 end
 local delay = tonumber(ARGV[4])
 local due = now + delay
+local ready, deferred = prefix .. '@READY@' .. fields[1], prefix .. '@DEFERRED@' .. fields[1]
+usable(ready, 'zset', now)
+usable(deferred, 'zset', now)
 if delay > 0 then
-  redis.call('ZADD', prefix .. '@DEFERRED@' .. fields[1], due, id)
+  redis.call('ZADD', deferred, due, id)
 else
-  redis.call('ZADD', prefix .. '@READY@' .. fields[1], fields[2], id)
+  redis.call('ZADD', ready, fields[2], id)
 end
 redis.call('SADD', KEYS[5], fields[1])
 local ttl = tonumber(ARGV[7])

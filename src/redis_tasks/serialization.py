@@ -126,6 +126,14 @@ def result_from_hash(task_id: str, fields: dict[bytes, bytes]) -> Any:
             object.__setattr__(result, "_return_value", json.loads(fields[b"return"]))
     except InvalidTaskPayload:
         raise
-    except (KeyError, ValueError, TypeError, UnicodeDecodeError) as exc:
+    except (
+        KeyError,
+        ValueError,
+        TypeError,
+        UnicodeDecodeError,
+        OverflowError,
+        OSError,
+        RecursionError,
+    ) as exc:
         raise InvalidTaskPayload(f"task {task_id!r} has malformed stored data: {exc!r}") from exc
     return result

@@ -6,6 +6,7 @@ operation build the same arguments and call the same script.
 
 from __future__ import annotations
 
+import functools
 import secrets
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -37,6 +38,7 @@ class EnqueueRequest:
     takes_context: bool
     run_after_ms: int | None
     unique_key: str | None = None
+    max_attempts: int | None = None  # the task's own; None: the backend's
 
 
 @dataclass(frozen=True)
@@ -68,16 +70,18 @@ class TaskStore:
         self.options = options
         self.keys = Keys(options.namespace)
         self.connections = Connections(options.location, options.connection_options)
-        self._scripts: dict[tuple[int, str], Any] = {}
+        self._scripts: dict[tuple[bool, str], Any] = {}
 
     # --- plumbing -----------------------------------------------------------------------
 
     def _script(self, client: Any, source: str) -> Any:
-        key = (id(client), source)
+        """The script bound to ``client``; one Script object per source and client kind, so
+        clients of short-lived event loops are not kept alive by the cache."""
+        key = (isinstance(client, redis.asyncio.Redis), source)
         script = self._scripts.get(key)
         if script is None:
             script = self._scripts[key] = client.register_script(source)
-        return script
+        return functools.partial(script, client=client)
 
     def unavailable(self, exc: redis.RedisError) -> BackendUnavailable:
         if isinstance(exc, redis.ConnectionError | redis.TimeoutError) and "connecting" not in str(
@@ -110,7 +114,7 @@ class TaskStore:
             argv += [
                 r.task_id, r.queue, r.priority, "" if r.run_after_ms is None else r.run_after_ms,
                 r.path, r.args_json, r.kwargs_json, "1" if r.takes_context else "0",
-                r.unique_key or "",
+                r.unique_key or "", "" if r.max_attempts is None else r.max_attempts,
             ]  # fmt: skip
         return argv
 
@@ -153,12 +157,14 @@ class TaskStore:
     def tick(self, schedule: str, tick_ms: int, enqueue: bool, request: EnqueueRequest) -> str:
         """Enqueue one periodic tick, once however many workers call this for it.
 
-        Returns 'enqueued', 'done' (this or a later tick was already handled), 'skipped' or
-        'full'."""
+        Returns 'enqueued', 'unique' (an identical unique task is queued), 'done' (this or a
+        later tick was already handled), 'skipped' or 'full'."""
         keys = [*self._enqueue_keys(request.task_id)[:4], self.keys.schedule(schedule)]
         argv = [self.keys.prefix, tick_ms, "enqueue" if enqueue else "skip"]
         script = self._script(self.connections.sync, scripts.TICK_SOURCE)
         reply = script(keys=keys, args=[*argv, *self._batch_argv([request])])
+        if int(reply[0]) == 1 and reply[2]:
+            return "unique"  # an identical unique task already queued stands for this tick
         return {1: "enqueued", 0: "full", 2: "done", 3: "skipped"}.get(int(reply[0]), "taken")
 
     def schedule_state(self, names: Sequence[str]) -> dict[str, int | None]:

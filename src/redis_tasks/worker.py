@@ -86,6 +86,7 @@ class Worker:
         self._capacity: asyncio.Condition | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._executor: ThreadPoolExecutor | None = None
+        self._limit_reached = False
 
     # --- control ------------------------------------------------------------------------
 
@@ -132,8 +133,10 @@ class Worker:
         try:
             consumers = [asyncio.create_task(self._consume(b)) for b in self.backends]
             timers = [asyncio.create_task(self._schedule(b)) for b in self.backends]
-            await asyncio.gather(*consumers)
-            await asyncio.gather(*timers)
+            for failure in await asyncio.gather(*consumers, *timers, return_exceptions=True):
+                if isinstance(failure, BaseException):
+                    logger.error("Worker %s: a loop failed", self.worker_id, exc_info=failure)
+                    await self._stop()
             await self._drain()
         finally:
             heartbeat_stop.set()
@@ -148,7 +151,8 @@ class Worker:
         """Give running tasks the grace period, then hand the rest back to their queues."""
         if not self._running:
             return
-        _, pending = await asyncio.wait(set(self._running), timeout=self.grace)
+        grace = None if self._limit_reached else self.grace
+        _, pending = await asyncio.wait(set(self._running), timeout=grace)
         if pending:
             logger.warning(
                 "Worker %s: %d task(s) still running after the %ss grace period; "
@@ -209,7 +213,8 @@ class Worker:
         while not self.stopping:
             count = await self._reserve()
             if count == 0:
-                if not self.stopping:  # --max-tasks reached: the other consumers stop too
+                if not self.stopping:  # --max-tasks reached: the other consumers stop too,
+                    self._limit_reached = True  # and running tasks finish without a deadline
                     await self._stop()
                 break
             try:
@@ -230,6 +235,8 @@ class Worker:
                 logger.error("Backend %r: a key of the wrong type was moved aside to %r",
                              backend.alias, key)  # fmt: skip
             await self._release(count - len(batch.claims), unclaimed=True)
+            with self._leases_lock:  # renewed from now on, even before a task first runs
+                self._leases[backend.alias].update((c.task_id, c.token) for c in batch.claims)
             for claim in batch.claims:
                 job = asyncio.create_task(self._execute(backend, claim))
                 mine.add(job)
@@ -288,13 +295,14 @@ class Worker:
             except (redis.RedisError, OSError) as exc:
                 logger.warning("Scheduler of %r: Redis failed (%s)", backend.alias, exc)
                 wait, backoff = backoff, min(backoff * 2, BACKOFF_MAX)
+            except Exception:  # a failing receiver, say: log it, keep scheduling
+                logger.exception("Scheduler of %r failed; retrying", backend.alias)
+                wait, backoff = backoff, min(backoff * 2, BACKOFF_MAX)
             await self._sleep(min(wait, IDLE_WAIT_MAX))
 
     # --- running ------------------------------------------------------------------------
 
     async def _execute(self, backend: RedisBackend, claim: Claim) -> None:
-        with self._leases_lock:
-            self._leases[backend.alias][claim.task_id] = claim.token
         try:
             try:
                 result = execution.prepare(claim)
@@ -326,24 +334,25 @@ class Worker:
             await self._release(1)
 
     async def _run_in_thread(self, backend: RedisBackend, claim: Claim, result: Any) -> str | None:
-        """Run a sync task in the pool; return the status stored (None: retried or rejected)."""
+        """Run a sync task in the pool; return the status stored (None: retried or rejected).
+
+        Only the task's body is timed; storing the outcome and the signals come after."""
         assert self._executor is not None
-        future = self._executor.submit(execution.run_sync, backend, claim, result)
+        loop = asyncio.get_running_loop()
+        future = self._executor.submit(execution.call_sync, backend, result)
         timeout = execution.timeout_of(backend, result)
         try:
-            return await asyncio.wait_for(asyncio.shield(asyncio.wrap_future(future)), timeout)
+            outcome = await asyncio.wait_for(asyncio.shield(asyncio.wrap_future(future)), timeout)
         except asyncio.CancelledError:
             self._abandon(future)  # shutdown: the task is handed back; its thread runs on
             raise
         except TimeoutError:
-            # Python cannot stop a thread: abandon it, store the timeout now (its own late
-            # write will be rejected), and let the thread's slot go.
+            # Python cannot stop a thread: abandon it (its result is never stored), record the
+            # timeout, and let the thread's slot go.
             self._abandon(future)
             logger.error("Task %s ran past its %ss timeout; its thread is abandoned",
                          claim.task_id, timeout)  # fmt: skip
-            status = await execution.asettle(
-                backend, claim, result, execution.timed_out(timeout or 0)
-            )
+            outcome = execution.timed_out(timeout or 0)
             if self.abandoned_threads > self.max_abandoned and not self.stopping:
                 logger.error(
                     "Worker %s: %d abandoned threads; stopping so that a fresh process "
@@ -352,7 +361,9 @@ class Worker:
                 )  # fmt: skip
                 self.exit_code = EXIT_RESTART
                 await self._stop()
-            return status
+        return await loop.run_in_executor(
+            self._executor, execution.settle, backend, claim, result, outcome
+        )
 
     def _abandon(self, future: Future[Any]) -> None:
         with self._abandoned_lock:
@@ -383,12 +394,15 @@ class Worker:
                     client = clients[backend.alias]
                     with self._leases_lock:
                         leases = dict(self._leases[backend.alias])
+                    try:  # leases first: they are what keeps tasks from running twice
+                        lost = backend.store.renew(client, leases) if leases else []
+                    except Exception as exc:
+                        logger.warning("Worker %s: lease renewal failed: %s", self.worker_id, exc)
+                        lost = []
                     try:
                         self._register(backend, client, list(leases), interval)
-                        lost = backend.store.renew(client, leases) if leases else []
-                    except redis.RedisError as exc:
-                        logger.warning("Worker %s: heartbeat failed: %s", self.worker_id, exc)
-                        continue
+                    except Exception as exc:
+                        logger.warning("Worker %s: registry update failed: %s", self.worker_id, exc)
                     for task_id in lost:
                         logger.warning(
                             "Worker %s lost the lease of task %s; its outcome will be discarded",
