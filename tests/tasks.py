@@ -212,3 +212,19 @@ def unique_by_name(value: int) -> int:
 @redis_task(unique=lambda account, **_: f"account:{account}")
 def unique_by_account(account: int, amount: int = 0) -> int:
     return amount
+
+
+@redis_task(max_attempts=1)
+def single_attempt() -> str:
+    return "ran"
+
+
+@redis_task(timeout=1)
+def quick_with_timeout() -> str:
+    return "quick"
+
+
+@task()
+def sleeps(seconds: float) -> float:
+    time.sleep(seconds)
+    return seconds

@@ -234,6 +234,11 @@ def test_payloads_over_the_limit_are_rejected(settings: Any, clean_redis: redis.
         lambda c, k: (c.delete(k.queues), c.lpush(k.queues, "x")),
         lambda c, k: c.hset(k.expiry, "a", "b"),
         lambda c, k: c.set(k.wake, "x"),
+        lambda c, k: c.set(k.workers, "x"),
+        lambda c, k: c.set(k.done("SUCCESSFUL"), "x"),
+        lambda c, k: c.set(k.stats, "x"),
+        lambda c, k: c.hset(k.sequence, "a", "b"),
+        lambda c, k: c.set(k.sequence, "not a number"),
     ],
 )
 def test_keys_of_the_wrong_type_are_moved_aside_and_work_goes_on(
@@ -308,3 +313,65 @@ def test_every_key_left_behind_has_a_ttl_or_an_owner(
         assert name in structural or clean_redis.ttl(key) > 0, name
     assert clean_redis.zscore(k.dead, "ghost") is not None
     assert clean_redis.smembers(k.queues) == set()  # queues left empty are forgotten
+
+
+# --- regressions found in review ------------------------------------------------------------
+
+
+def _lose_lease(client: redis.Redis, task_id: str) -> None:
+    """Make a claimed task's lease run out now, as if its worker had died."""
+    client.zadd(Keys("task_queue").running, {task_id: 0})
+
+
+def test_a_tasks_own_max_attempts_bounds_lost_workers(clean_redis: redis.Redis) -> None:
+    import asyncio
+
+    result = tasks.single_attempt.enqueue()
+    batch = asyncio.run(task_backends["default"].store.claim("dead-worker", 1))
+    assert [c.task_id for c in batch.claims] == [result.id]
+    _lose_lease(clean_redis, result.id)
+    assert burst().tasks_done == 0  # the claim's sweep fails it: one attempt was all it had
+    assert refreshed(result).status == TaskResultStatus.FAILED
+    assert result.errors[-1].exception_class_path == "redis_tasks.exceptions.WorkerLost"
+
+
+def test_max_tasks_lets_running_tasks_finish_without_a_deadline(background: Any) -> None:
+    worker = background(concurrency=2, max_tasks=1, grace=0.05)
+    result = finished(tasks.sleeps.enqueue(0.5))
+    assert result.status == TaskResultStatus.SUCCESSFUL and result.attempts == 1
+    wait_until(lambda: worker.stopping)
+
+
+def test_a_sync_timeout_covers_only_the_task_body(background: Any) -> None:
+    import time
+
+    from redis_tasks.compat import task_finished
+
+    def slow_receiver(sender: Any, task_result: Any, **kwargs: Any) -> None:
+        time.sleep(1.5)  # longer than the task's 1 s timeout
+
+    task_finished.connect(slow_receiver)
+    try:
+        worker = background()
+        result = finished(tasks.quick_with_timeout.enqueue())
+    finally:
+        task_finished.disconnect(slow_receiver)
+    assert result.status == TaskResultStatus.SUCCESSFUL and result.return_value == "quick"
+    assert worker.abandoned_threads == 0
+
+
+@pytest.mark.parametrize("task_name", ["add", "async_add"])
+def test_a_failing_task_started_receiver_fails_the_task(task_name: str) -> None:
+    from redis_tasks.compat import task_started
+
+    def broken(sender: Any, task_result: Any, **kwargs: Any) -> None:
+        raise RuntimeError("receiver broke")
+
+    task_started.connect(broken)
+    try:
+        result = getattr(tasks, task_name).enqueue(1, 2)
+        burst()
+    finally:
+        task_started.disconnect(broken)
+    assert refreshed(result).status == TaskResultStatus.FAILED
+    assert result.errors[-1].exception_class_path == "builtins.RuntimeError"

@@ -249,7 +249,10 @@ redis.call('ZREMRANGEBYSCORE', KEYS[4], '-inf', now - KEEP_ASIDE_MS)
 redis.call('ZREMRANGEBYSCORE', KEYS[6], '-inf', now)  -- workers that stopped heartbeating
 if result_ttl then
   for _, status in ipairs({'SUCCESSFUL', 'FAILED'}) do
-    redis.call('ZREMRANGEBYSCORE', prefix .. '@DONE@' .. status, '-inf', now - result_ttl * 1000)
+    local index = prefix .. '@DONE@' .. status
+    if usable(index, 'zset', now) then
+      redis.call('ZREMRANGEBYSCORE', index, '-inf', now - result_ttl * 1000)
+    end
   end
 end
 
