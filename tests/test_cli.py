@@ -109,7 +109,12 @@ def test_purge_deletes_old_results(clean_redis: redis.Redis) -> None:
 def test_drain_cancels_every_waiting_task_of_a_queue() -> None:
     doomed = [tasks.add.using(queue_name="doomed").enqueue(i, i) for i in range(30)]
     kept = tasks.add.enqueue(1, 1)
-    assert run_json("drain", "doomed", "--yes") == {"default": 30}
+    err = io.StringIO()
+    out = io.StringIO()
+    call_command("redis_tasks", "--backend", "default", "--json", "drain", "doomed", "--yes",
+                 stdout=out, stderr=err)  # fmt: skip
+    assert json.loads(out.getvalue()) == {"default": 30}
+    assert "30/30 tasks" in err.getvalue() and "ETA" in err.getvalue()  # plain progress lines
     assert all(refreshed(r).status == TaskResultStatus.FAILED for r in doomed)
     assert refreshed(kept).status == TaskResultStatus.READY
 

@@ -20,7 +20,7 @@ def render(done: int, remaining: int, elapsed: float) -> str:
     filled = int(WIDTH * done / total) if total else WIDTH
     eta = f"{remaining / rate:5.1f}s" if rate > 0 else "  ?  "
     bar = "#" * filled + "." * (WIDTH - filled)
-    return f"[{bar}] {done}/{total} tasks  {rate:8.1f}/s  ETA {eta}"
+    return f"[{bar}] {done}/{total} tasks  {rate:8.1f}/s  ETA {eta}"  # done: run or cancelled
 
 
 async def show_progress(

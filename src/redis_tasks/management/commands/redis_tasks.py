@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import re
 import sys
+import time
 from typing import Any
 
 from django.core.exceptions import ImproperlyConfigured
@@ -23,6 +24,7 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from redis_tasks.backend import RedisBackend
 from redis_tasks.ops import STATES, Inspector, OperationRefused
+from redis_tasks.progress import render
 from redis_tasks.runner import redis_backends
 
 UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
@@ -199,14 +201,17 @@ class Command(BaseCommand):
         queue = options["queue"]
         self.confirm(f"Cancel every waiting task of queue {queue!r}?", options)
         drained = {}
-        tty = sys.stderr.isatty() and not self.as_json
+        tty = sys.stderr.isatty()
         for backend in backends:
             inspector = Inspector(backend)
             total = sum(inspector.overview()["queues"].get(queue, {}).values())
-            done = 0
+            started, done, shown = time.monotonic(), 0, -1.0
             for done in inspector.drain(queue):
-                if tty:
-                    self.stderr.write(f"\r{backend.alias}: {done}/{total} cancelled", ending="")
+                elapsed = time.monotonic() - started
+                if tty or elapsed - shown >= 1.0:  # a terminal: one line redrawn; a file: 1/s
+                    line = f"{backend.alias}: {render(done, max(total - done, 0), elapsed)}"
+                    self.stderr.write(("\r" + line) if tty else line, ending="" if tty else "\n")
+                    shown = elapsed
             if tty:
                 self.stderr.write("")
             drained[backend.alias] = done
