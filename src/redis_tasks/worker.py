@@ -129,8 +129,8 @@ class Worker:
             ", ".join(self.queues) or "all",
             self.concurrency,
         )
-        await self._warn_about_server()
         try:
+            await self._warn_about_server()
             consumers = [asyncio.create_task(self._consume(b)) for b in self.backends]
             timers = [asyncio.create_task(self._schedule(b)) for b in self.backends]
             for failure in await asyncio.gather(*consumers, *timers, return_exceptions=True):
