@@ -130,8 +130,12 @@ class Inspector:
     ) -> list[tuple[str, float]]:
         k = self.keys
         if state in ("ready", "deferred"):
-            names = [queue] if queue else self.queues()
             zset = k.ready if state == "ready" else k.deferred
+            if queue:  # one queue: a window by rank, whatever the offset
+                return _decoded(
+                    self.client.zrange(zset(queue), offset, offset + limit - 1, withscores=True)
+                )
+            names = self.queues()
             merged: list[tuple[str, float]] = []
             for name in names:  # each queue's first offset+limit, merged by score
                 found = self.client.zrange(zset(name), 0, offset + limit - 1, withscores=True)
