@@ -10,6 +10,7 @@ the claims a kill can interrupt (kills x concurrency). Stored attempts are never
 
 from __future__ import annotations
 
+import contextlib
 import os
 import random
 import signal
@@ -338,3 +339,73 @@ def test_a_cut_in_the_middle_of_an_enqueue_leaves_nothing_half_written(
         assert task_keys[0].decode().endswith(ready[0].decode())
     else:
         assert task_keys == [] and ready == []
+
+
+class DroppingProxy:
+    """A link to Redis that can be cut: while cut, bytes either way are dropped and nothing is
+    closed, like a network partition (the worker only sees silence and timeouts)."""
+
+    def __init__(self, target_port: int) -> None:
+        self.target_port = target_port
+        self.cut = threading.Event()
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                client, _ = self.listener.accept()
+            except OSError:
+                return
+            upstream = socket.create_connection(("127.0.0.1", self.target_port))
+            for src, dst in ((client, upstream), (upstream, client)):
+                threading.Thread(target=self._pump, args=(src, dst), daemon=True).start()
+
+    def _pump(self, src: socket.socket, dst: socket.socket) -> None:
+        try:
+            while data := src.recv(65536):
+                if not self.cut.is_set():
+                    dst.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for s in (src, dst):
+                with contextlib.suppress(OSError):
+                    s.shutdown(socket.SHUT_RDWR)
+
+    def close(self) -> None:
+        self.listener.close()
+
+
+def test_a_worker_cut_off_from_redis_loses_its_task_and_resumes(
+    tmp_path: Path, workers: Any, redis_server: RedisServer
+) -> None:
+    proxy = DroppingProxy(redis_server.port)
+    journal = Journal(tmp_path / "journal")
+    try:
+        result = tasks.journal.enqueue(str(journal.path), "cut", 2.0)
+        behind_proxy = workers(REDIS_TASKS_TEST_PORT=str(proxy.port))
+        cut_off = behind_proxy.start("--concurrency", "1")
+        wait_until(lambda: journal.pids("start", "cut") == [cut_off.pid])
+        proxy.cut.set()  # partition: the worker can neither renew its lease nor finish
+        direct = workers()
+        rescuer = direct.start("--concurrency", "1")
+        wait_until(lambda: refreshed(result).status == TaskResultStatus.SUCCESSFUL, timeout=30)
+        assert [int(w.split(":")[1]) for w in result.worker_ids] == [cut_off.pid, rescuer.pid]
+        wait_until(lambda: journal.pids("end", "cut") == [rescuer.pid, cut_off.pid]
+                   or journal.pids("end", "cut") == [cut_off.pid, rescuer.pid])  # fmt: skip
+        proxy.cut.clear()  # the link comes back
+        rescuer.send_signal(signal.SIGTERM)
+        assert rescuer.wait(30) == 0
+        after = tasks.add.enqueue(2, 2)  # only the cut-off worker is left to run it
+        wait_until(lambda: refreshed(after).is_finished, timeout=40)
+        assert after.return_value == 4 and int(after.worker_ids[0].split(":")[1]) == cut_off.pid
+        assert cut_off.poll() is None, "the worker had to be restarted"
+        final = refreshed(result)  # its late outcome never replaced the rescuer's
+        assert final.status == TaskResultStatus.SUCCESSFUL and final.worker_ids == result.worker_ids
+        assert [e.exception_class_path for e in final.errors] == [
+            "redis_tasks.exceptions.WorkerLost"
+        ]
+    finally:
+        proxy.close()
