@@ -297,6 +297,11 @@ def call_sync(backend: RedisBackend, result: Any) -> Outcome:
         close_old_connections()
 
 
+def run_sync(backend: RedisBackend, claim: Claim, result: Any) -> str | None:
+    """Run a sync task without a timeout and settle it, all in the calling (worker) thread."""
+    return settle(backend, claim, result, call_sync(backend, result))
+
+
 async def run_async(backend: RedisBackend, claim: Claim, result: Any) -> str | None:
     """Run an async task on the worker's event loop, cancelled at its timeout, then settle it."""
     timeout = timeout_of(backend, result)

@@ -339,17 +339,24 @@ class Worker:
         Only the task's body is timed; storing the outcome and the signals come after."""
         assert self._executor is not None
         loop = asyncio.get_running_loop()
-        future = self._executor.submit(execution.call_sync, backend, result)
         timeout = execution.timeout_of(backend, result)
+        if timeout is None:  # nothing to time: body and outcome in one trip to the pool
+            whole = self._executor.submit(execution.run_sync, backend, claim, result)
+            try:
+                return await asyncio.wrap_future(whole)
+            except asyncio.CancelledError:
+                self._abandon(whole)  # shutdown: the task is handed back; its thread runs on
+                raise
+        body = self._executor.submit(execution.call_sync, backend, result)
         try:
-            outcome = await asyncio.wait_for(asyncio.shield(asyncio.wrap_future(future)), timeout)
+            outcome = await asyncio.wait_for(asyncio.shield(asyncio.wrap_future(body)), timeout)
         except asyncio.CancelledError:
-            self._abandon(future)  # shutdown: the task is handed back; its thread runs on
+            self._abandon(body)
             raise
         except TimeoutError:
             # Python cannot stop a thread: abandon it (its result is never stored), record the
             # timeout, and let the thread's slot go.
-            self._abandon(future)
+            self._abandon(body)
             logger.error("Task %s ran past its %ss timeout; its thread is abandoned",
                          claim.task_id, timeout)  # fmt: skip
             outcome = execution.timed_out(timeout or 0)
