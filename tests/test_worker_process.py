@@ -84,3 +84,25 @@ def test_second_signal_exits_at_once(tmp_path: Path) -> None:
     assert proc.returncode == 1
     # Still owned by the dead worker; its lease (not yet expired) will bring it back.
     assert refreshed(running).status == TaskResultStatus.RUNNING
+
+
+def test_processes_runs_several_worker_processes(tmp_path: Path) -> None:
+    results = [tasks.sleeps.enqueue(0.1) for _ in range(40)]  # 2 s for one process alone
+    proc = manage("redis_tasks_worker", "--processes", "2", "--burst", "--concurrency", "2")
+    out, _ = proc.communicate(timeout=60)
+    assert proc.returncode == 0, out
+    pids = {refreshed(r).worker_ids[0].split(":")[1] for r in results}
+    assert all(r.status == TaskResultStatus.SUCCESSFUL for r in results)
+    assert len(pids) == 2 and str(proc.pid) not in pids
+
+
+def test_processes_passes_sigterm_on_and_exits_0(tmp_path: Path) -> None:
+    started, release = tmp_path / "started", tmp_path / "release"
+    running = tasks.wait_for_file.enqueue(str(started), str(release))
+    proc = manage("redis_tasks_worker", "--processes", "2", "--concurrency", "1")
+    wait_until(started.exists)
+    proc.send_signal(signal.SIGTERM)
+    release.touch()
+    out, _ = proc.communicate(timeout=60)
+    assert proc.returncode == 0, out
+    assert refreshed(running).return_value == "released"

@@ -16,7 +16,21 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from redis_tasks.progress import show_progress
 from redis_tasks.runner import redis_backends
+from redis_tasks.supervisor import Supervisor
 from redis_tasks.worker import DEFAULT_GRACE, Worker
+
+
+def child_args(options: dict[str, Any]) -> list[str]:
+    """The command line of one child of --processes: the same options, one process."""
+    args = [f"--backend={b}" for b in options["backends"]]
+    args += [f"--queue={q}" for q in options["queues"]]
+    for name in ("concurrency", "max_tasks", "grace"):
+        if options[name] is not None:
+            args.append(f"--{name.replace('_', '-')}={options[name]}")
+    if options["burst"]:
+        args.append("--burst")
+    args.append(f"--verbosity={options['verbosity']}")
+    return args
 
 
 def non_negative_float(value: str) -> float:
@@ -81,6 +95,13 @@ class Command(BaseCommand):
             f"handed back to their queues (default {DEFAULT_GRACE:g}).",
         )
         parser.add_argument(
+            "--processes",
+            type=positive_int,
+            default=1,
+            metavar="N",
+            help="Run N worker processes (to use every core), supervised by this one.",
+        )
+        parser.add_argument(
             "--metrics-port",
             type=int,
             default=None,
@@ -113,7 +134,12 @@ class Command(BaseCommand):
         if options["metrics_port"] is not None:
             from redis_tasks.metrics import serve
 
-            serve(options["metrics_port"])
+            serve(options["metrics_port"])  # with --processes, from the supervisor
+        if options["processes"] > 1:
+            code = Supervisor(child_args(options), options["processes"], options["burst"]).run()
+            if code:
+                sys.exit(code)
+            return
         worker = Worker(
             backends,
             queues=options["queues"],

@@ -1,0 +1,64 @@
+"""``redis_tasks_worker --processes N``: N worker processes from one command, to use every core.
+
+The parent only supervises: it starts the children (the same command without --processes),
+passes SIGTERM/SIGINT on to them, restarts a child that dies or asks for a fresh process (exit
+code 3) while it is not stopping, and exits with the highest exit code of its children.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from types import FrameType
+
+logger = logging.getLogger("redis_tasks")
+RESTART_PAUSE = 1.0  # seconds between restarts of a child that keeps dying
+
+
+class Supervisor:
+    def __init__(self, child_args: Sequence[str], processes: int, burst: bool) -> None:
+        self.command = [sys.executable, "-m", "django", "redis_tasks_worker", *child_args]
+        self.processes = processes
+        self.burst = burst
+        self.children: list[subprocess.Popen[bytes]] = []
+        self.signals = 0
+
+    def _start(self) -> subprocess.Popen[bytes]:
+        env = dict(os.environ)
+        from django.conf import settings
+
+        env.setdefault("DJANGO_SETTINGS_MODULE", settings.SETTINGS_MODULE)
+        child = subprocess.Popen(self.command, env=env)
+        logger.info("Started worker process %d", child.pid)
+        return child
+
+    def _forward(self, signum: int, frame: FrameType | None) -> None:
+        self.signals += 1
+        for child in self.children:
+            if child.poll() is None:
+                child.send_signal(signum)
+
+    def run(self) -> int:
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(signum, self._forward)
+        self.children = [self._start() for _ in range(self.processes)]
+        codes: dict[int, int] = {}
+        while len(codes) < len(self.children):
+            for index, child in enumerate(self.children):
+                code = child.poll()
+                if code is None or index in codes:
+                    continue
+                if code != 0 and not self.burst and not self.signals:  # crashed, or EXIT_RESTART
+                    logger.warning("Worker process %d exited with %d; starting another",
+                                   child.pid, code)  # fmt: skip
+                    time.sleep(RESTART_PAUSE)
+                    self.children[index] = self._start()
+                else:
+                    codes[index] = code
+            time.sleep(0.05)
+        return max(codes.values(), default=0)
