@@ -313,6 +313,10 @@ def test_task_list_pages_of_failed_dead_and_deferred_tasks(
     clean_redis.zadd(keys.dead, {failed[0]: time.time() * 1000})
     response = viewer.get(reverse(LIST), {"backend": "default", "state": "dead"})
     assert [r.summary.id for r in response.context["page"].rows] == [failed[0]]
+    # Dead letters may hold ids no URL can carry: listed, without links.
+    clean_redis.zadd(keys.dead, {"weird/id": 1, "": 2})
+    response = viewer.get(reverse(LIST), {"backend": "default", "state": "dead"})
+    assert response.status_code == 200 and b"weird/id" in response.content
 
 
 @pytest.mark.django_db

@@ -190,3 +190,31 @@ def test_unique_keys_are_released_when_the_task_ends(clean_redis: redis.Redis) -
     assert clean_redis.keys(Keys("task_queue").unique("*"))
     burst()
     assert clean_redis.keys(Keys("task_queue").unique("*")) == []
+
+
+def test_unique_ignores_the_order_of_keyword_arguments() -> None:
+    first = task_backends["default"].enqueue(tasks.unique_call, [], {"value": 1, "z": 2})
+    again = task_backends["default"].enqueue(tasks.unique_call, [], {"z": 2, "value": 1})
+    assert again.id == first.id
+
+
+def test_an_operator_retry_takes_the_unique_key_back() -> None:
+    from redis_tasks.ops import Inspector, OperationRefused
+
+    inspector = Inspector(task_backends["default"])
+    first = tasks.unique_by_name.enqueue(1)
+    inspector.cancel(first.id)  # releases the key
+    second = tasks.unique_by_name.enqueue(2)
+    with pytest.raises(OperationRefused, match="same unique key is queued"):
+        inspector.retry(first.id)
+    inspector.cancel(second.id)
+    inspector.retry(first.id)
+    assert tasks.unique_by_name.enqueue(3).id == first.id
+
+
+def test_an_unknown_commit_database_is_a_check_error(settings: Any) -> None:
+    from redis_tasks.backend import RedisBackend
+
+    backend = RedisBackend("x", {"BACKEND": "x", "enqueue_on_commit": "nope"})
+    [error] = backend.check()
+    assert error.id == "redis_tasks.E002" and "'nope'" in error.msg

@@ -183,7 +183,9 @@ def test_schedules_command_lists_last_and_next_runs(capsys: Any, clean_redis: re
         "tests.tasks.add",
     )
     assert row["last_run"] is None and row["schedule"] == "every 1s"
-    clean_redis.hset(Keys("scheduled").schedule("every-second"), "last", 1_700_000_000_000)
+    clean_redis.hset(
+        Keys("scheduled").schedule("every-second"), "last_enqueued_at", 1_700_000_000_000
+    )
     call_command("redis_tasks_schedules")
     out = capsys.readouterr().out
     assert "every-second" in out and "2023-11-14" in out and "NEXT RUN" in out

@@ -44,7 +44,25 @@ class RedisBackend(BaseTaskBackend):  # type: ignore[misc,unused-ignore]
     # --- configuration ------------------------------------------------------------------
 
     def check(self, **kwargs: Any) -> list[checks.CheckMessage]:
-        return [*super().check(**kwargs), *self._config_errors, *self._schedule_errors()]
+        return [
+            *super().check(**kwargs),
+            *self._config_errors,
+            *self._schedule_errors(),
+            *self._commit_alias_errors(),
+        ]
+
+    def _commit_alias_errors(self) -> list[checks.CheckMessage]:
+        from django.conf import settings
+
+        alias = self.config.enqueue_on_commit
+        if alias is None or alias in settings.DATABASES:
+            return []
+        return [checks.Error(
+            f"TASKS[{self.alias!r}] option 'enqueue_on_commit' names database {alias!r}, "
+            "which is not in DATABASES.",
+            hint=f"Use one of {', '.join(settings.DATABASES)}, or True for 'default'.",
+            id="redis_tasks.E002",
+        )]  # fmt: skip
 
     def schedules(self) -> dict[str, Schedule]:
         """Periodic tasks of this backend: from its ``schedules`` option and from periodic()."""

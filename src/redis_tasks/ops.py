@@ -7,8 +7,9 @@ a million tasks costs no more to look at than one of ten.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, cast
 
@@ -19,6 +20,7 @@ from .serialization import result_from_hash
 if TYPE_CHECKING:
     from .backend import RedisBackend
 
+VALID_ID = re.compile(r"[A-Za-z0-9_-]{1,128}")  # as the Lua scripts' valid_id()
 STATES = ("ready", "deferred", "running", "failed", "successful", "dead")
 SUMMARY_FIELDS = ("path", "queue", "priority", "status", "enqueued_at", "finished_at",
                   "run_after", "workers", "errors")  # fmt: skip
@@ -50,6 +52,11 @@ class TaskSummary:
     run_after: str | None
     attempts: int
     errors: int
+
+    @property
+    def linkable(self) -> bool:
+        """Whether the id is one the scripts accept (dead letters may hold any bytes)."""
+        return VALID_ID.fullmatch(self.id) is not None
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -106,7 +113,8 @@ class Inspector:
         pipe.zcard(self.keys.done("FAILED"))
         pipe.zcard(self.keys.done("SUCCESSFUL"))
         pipe.zcard(self.keys.dead)
-        counts = pipe.execute()
+        # A wrong-typed key (moved aside by the next claim) counts as empty, not as a failure.
+        counts = [c if isinstance(c, int) else 0 for c in pipe.execute(raise_on_error=False)]
         per_queue = {q: {"ready": counts[2 * i], "deferred": counts[2 * i + 1]}
                      for i, q in enumerate(queues)}  # fmt: skip
         running, failed, successful, dead = counts[-4:]
@@ -230,7 +238,8 @@ class Inspector:
             if info is None:
                 continue
             data = json.loads(info)
-            found.append(WorkerInfo(id=worker_id, **{k: v for k, v in data.items() if k != "id"}))
+            known = {f.name for f in fields(WorkerInfo)} - {"id"}  # newer workers may say more
+            found.append(WorkerInfo(id=worker_id, **{k: v for k, v in data.items() if k in known}))
         return found
 
     # --- acting -----------------------------------------------------------------------------
@@ -272,7 +281,7 @@ class Inspector:
     def drain(self, queue: str) -> Iterator[int]:
         """Cancel every waiting task of a queue; yields the count cancelled so far."""
         done = 0
-        for zset in (self.keys.ready(queue), self.keys.deferred(queue)):
+        for zset in (self.keys.deferred(queue), self.keys.ready(queue)):  # deferred may turn ready
             while ids := cast(list[bytes], self.client.zrange(zset, 0, 199)):
                 for raw in ids:
                     try:

@@ -483,6 +483,8 @@ local f = redis.call('HMGET', KEYS[1], 'status', 'queue', 'priority')
 local status, queue, priority = f[1], f[2], tonumber(f[3])
 if not queue or not priority then return 'the stored task has no queue or priority' end
 local ready, deferred = prefix .. '@READY@' .. queue, prefix .. '@DEFERRED@' .. queue
+usable(ready, 'zset', now)
+usable(deferred, 'zset', now)
 if mode == 'cancel' then
   if status ~= 'READY' then
     return 'only a task still waiting can be cancelled; it is ' .. tostring(status)
@@ -497,6 +499,19 @@ end
 local dead = redis.call('ZSCORE', prefix .. '@DEAD@', id)
 if status ~= 'FAILED' and not dead then
   return 'only a failed or dead-lettered task can be retried; it is ' .. tostring(status)
+end
+local unique = redis.call('HGET', KEYS[1], 'unique')
+if unique then  -- a retried unique task takes its key back, unless another task holds it
+  local ukey = prefix .. '@UNIQUE@' .. unique
+  usable(ukey, 'string', now)
+  local holder = redis.call('GET', ukey)
+  if holder and holder ~= id then
+    local other = redis.call('HGET', prefix .. '@TASK@' .. holder, 'status')
+    if other == 'READY' or other == 'RUNNING' then
+      return 'task ' .. holder .. ' with the same unique key is queued or running'
+    end
+  end
+  redis.call('SET', ukey, id)
 end
 local workers = redis.call('HGET', KEYS[1], 'workers')
 local starts = 0

@@ -167,11 +167,12 @@ class TaskStore:
             return "unique"  # an identical unique task already queued stands for this tick
         return {1: "enqueued", 0: "full", 2: "done", 3: "skipped"}.get(int(reply[0]), "taken")
 
-    def schedule_state(self, names: Sequence[str]) -> dict[str, int | None]:
-        """The last tick (ms) handled of each schedule."""
+    def schedule_state(self, names: Sequence[str], field: str = "last") -> dict[str, int | None]:
+        """Per schedule: the last tick (ms) handled (enqueued or skipped), or with
+        ``field="last_enqueued_at"`` when a tick was last really enqueued."""
         pipe = self.connections.sync.pipeline(transaction=False)
         for name in names:
-            pipe.hget(self.keys.schedule(name), "last")
+            pipe.hget(self.keys.schedule(name), field)
         found = zip(names, pipe.execute(), strict=True)
         return {name: None if value is None else int(value) for name, value in found}
 

@@ -9,6 +9,7 @@ timeout=30)``. Django 6.0's decorator forwards no extra arguments; there, use
 from __future__ import annotations
 
 import hashlib
+import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -32,8 +33,9 @@ class RedisTask(Task):  # type: ignore[misc,type-arg,unused-ignore]
     def unique_key(self, args_json: str, kwargs_json: str, args: Any, kwargs: Any) -> str | None:
         if self.unique is False or self.unique is None:
             return None
-        if self.unique is True:
-            digest = hashlib.sha256(f"{args_json}\0{kwargs_json}".encode()).hexdigest()[:32]
+        if self.unique is True:  # kwargs in any order are the same call
+            kwargs_canonical = json.dumps(kwargs, sort_keys=True, separators=(",", ":"))
+            digest = hashlib.sha256(f"{args_json}\0{kwargs_canonical}".encode()).hexdigest()[:32]
             return f"{self.module_path}:{digest}"
         if callable(self.unique):
             return f"{self.module_path}:{self.unique(*args, **kwargs)}"

@@ -26,7 +26,7 @@ class Command(BaseCommand):
             if not schedules:
                 continue
             now = redis_now(backend)
-            state = backend.store.schedule_state(list(schedules))
+            state = backend.store.schedule_state(list(schedules), "last_enqueued_at")
             for name, schedule in sorted(schedules.items()):
                 last = state[name]
                 rows.append({
