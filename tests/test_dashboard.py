@@ -3,6 +3,7 @@ and a real headless Chromium that logs in, browses, retries and cancels."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -669,6 +670,7 @@ def test_in_a_real_browser(
     admin_static: None, live_server: Any, browser: Any, background: Any, django_user_model: Any,
     clean_redis: redis.Redis, tmp_path: Path,
 ) -> None:  # fmt: skip
+    from selenium.common.exceptions import TimeoutException, WebDriverException
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support import expected_conditions as ec
     from selenium.webdriver.support.ui import WebDriverWait
@@ -715,11 +717,21 @@ def test_in_a_real_browser(
         browser.find_element(By.ID, "id_password").send_keys(PASSWORD)
         click("#login-form input[type=submit]")
         assert heading() == "Task dashboard"
+        expected = {"ready": "5", "deferred": "1", "running": "1", "failed": "2",
+                    "successful": "6", "dead": "0"}  # fmt: skip
+
+        def cards() -> dict[str, str]:  # read in one script: the page may still be settling
+            pairs = browser.execute_script(
+                "return Array.from(document.querySelectorAll('#backend-default a.rtd-card'))"
+                ".map(c => [c.dataset.state, c.querySelector('.rtd-n').textContent.trim()])"
+            )
+            return dict(pairs)
+
+        settled = WebDriverWait(browser, 20, ignored_exceptions=(WebDriverException,))
+        with contextlib.suppress(TimeoutException):
+            settled.until(lambda _: cards() == expected)
+        assert cards() == expected
         backend = browser.find_element(By.ID, "backend-default")
-        cards = {c.get_attribute("data-state"): c.find_element(By.CLASS_NAME, "rtd-n").text
-                 for c in backend.find_elements(By.CSS_SELECTOR, "a.rtd-card")}  # fmt: skip
-        assert cards == {"ready": "5", "deferred": "1", "running": "1", "failed": "2",
-                         "successful": "6", "dead": "0"}  # fmt: skip
         assert backend.find_element(By.CSS_SELECTOR, "[data-throughput]").text == "8"
         assert len(backend.find_elements(By.CSS_SELECTOR, "table.rtd-workers tbody tr")) == 1
         screenshot(browser, "overview", height=1180)

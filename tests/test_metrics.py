@@ -38,7 +38,7 @@ def test_counters_depths_and_durations(clean_redis: redis.Redis) -> None:
     for i in range(3):
         tasks.add.enqueue(i, i)
     tasks.fail.enqueue()
-    tasks.flaky.enqueue(1)  # fails once, is retried
+    tasks.fails_then_waits.enqueue()  # fails once, is retried in about a minute
     tasks.add.using(queue_name="later").enqueue(1, 1)
     burst(queues=["default"])
     found = scrape()
