@@ -163,9 +163,19 @@ def test_unique_by_fixed_key_and_by_callable() -> None:
 
 def test_a_running_unique_task_also_counts() -> None:
     first = tasks.unique_call.enqueue(3)
-    client = task_backends["default"].store.connections.sync
-    client.hset(Keys("task_queue").task(first.id), "status", "RUNNING")  # as a claim would
+    import asyncio
+
+    batch = asyncio.run(task_backends["default"].store.claim("some-worker", 1))
+    assert [c.task_id for c in batch.claims] == [first.id]  # running now
     assert tasks.unique_call.enqueue(3).id == first.id
+
+
+def test_a_unique_key_held_by_a_task_that_will_never_run_is_taken_over(
+    clean_redis: redis.Redis,
+) -> None:
+    first = tasks.unique_call.enqueue(4)
+    clean_redis.zrem(Keys("task_queue").ready("default"), first.id)  # lost from its queue
+    assert tasks.unique_call.enqueue(4).id != first.id
 
 
 def test_unique_enqueue_is_atomic_under_concurrent_enqueuers(clean_redis: redis.Redis) -> None:

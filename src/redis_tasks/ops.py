@@ -264,18 +264,16 @@ class Inspector:
         """Delete finished results that finished more than ``older_than`` seconds ago."""
         now_s, _ = self.client.time()
         cutoff = int((now_s - older_than) * 1000)
+        script = self.store._script(self.client, scripts.PURGE_SOURCE)
         removed = 0
         for status in ("SUCCESSFUL", "FAILED"):
-            index = self.keys.done(status)
             while True:
-                ids = cast(list[bytes], self.client.zrangebyscore(index, "-inf", cutoff, 0, 500))
-                if not ids:
+                handled, deleted = script(
+                    keys=[self.keys.done(status)], args=[self.keys.prefix, cutoff, 500]
+                )
+                removed += int(deleted)
+                if not handled:
                     break
-                pipe = self.client.pipeline(transaction=True)
-                pipe.delete(*[self.keys.task(i.decode()) for i in ids])
-                pipe.zrem(index, *ids)
-                pipe.execute()
-                removed += len(ids)
         return removed
 
     def drain(self, queue: str) -> Iterator[int]:

@@ -89,6 +89,23 @@ local function attempts_of(key)
   end
   return starts - (tonumber(fields[2]) or 0)
 end
+-- Whether a task really is queued (ready or deferred) or running: its status says so and it
+-- sits in the matching set. A unique key held by anything else no longer counts.
+local function is_waiting_or_running(prefix, id)
+  local key = prefix .. '@TASK@' .. id
+  if not is_hash(key) then return false end
+  local f = redis.call('HMGET', key, 'status', 'queue')
+  if f[1] == 'RUNNING' then
+    return redis.call('ZSCORE', prefix .. '@RUNNING@', id) ~= false
+  end
+  if f[1] ~= 'READY' or not f[2] then return false end
+  for _, name in ipairs({prefix .. '@READY@' .. f[2], prefix .. '@DEFERRED@' .. f[2]}) do
+    if redis.call('TYPE', name)['ok'] == 'zset' and redis.call('ZSCORE', name, id) then
+      return true
+    end
+  end
+  return false
+end
 local function wake(key)
   redis.call('LPUSH', key, '1')
   redis.call('LTRIM', key, 0, 63)
@@ -128,10 +145,7 @@ local function enqueue_batch(prefix, at, now)
       if not holder then
         local ukey = prefix .. '@UNIQUE@' .. unique
         local current = redis.call('TYPE', ukey)['ok'] == 'string' and redis.call('GET', ukey)
-        if current then
-          local status = redis.call('HGET', prefix .. '@TASK@' .. current, 'status')
-          if status == 'READY' or status == 'RUNNING' then holder = current end
-        end
+        if current and is_waiting_or_running(prefix, current) then holder = current end
       end
       if holder then existing[t + 1] = holder else claimed_keys[unique] = id end
     end
@@ -505,11 +519,8 @@ if unique then  -- a retried unique task takes its key back, unless another task
   local ukey = prefix .. '@UNIQUE@' .. unique
   usable(ukey, 'string', now)
   local holder = redis.call('GET', ukey)
-  if holder and holder ~= id then
-    local other = redis.call('HGET', prefix .. '@TASK@' .. holder, 'status')
-    if other == 'READY' or other == 'RUNNING' then
-      return 'task ' .. holder .. ' with the same unique key is queued or running'
-    end
+  if holder and holder ~= id and is_waiting_or_running(prefix, holder) then
+    return 'task ' .. holder .. ' with the same unique key is queued or running'
   end
   redis.call('SET', ukey, id)
 end
@@ -528,6 +539,25 @@ redis.call('ZADD', ready, (100 - priority) * 1099511627776, id)
 redis.call('SADD', KEYS[3], queue)
 wake(KEYS[4])
 return 1
+"""
+
+# KEYS: done index (of one status)
+# ARGV: prefix, cutoff_ms, batch size
+# Deletes finished results older than the cutoff, a batch at a time, but only those still
+# finished (an operator may have retried one since). Returns how many ids were handled.
+PURGE = r"""
+local ids = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[2], 'LIMIT', 0, tonumber(ARGV[3]))
+local deleted = 0
+for i = 1, #ids do
+  local key = ARGV[1] .. '@TASK@' .. ids[i]
+  local status = is_hash(key) and redis.call('HGET', key, 'status')
+  if status == 'SUCCESSFUL' or status == 'FAILED' or not status then
+    redis.call('DEL', key)
+    deleted = deleted + 1
+  end
+  redis.call('ZREM', KEYS[1], ids[i])
+end
+return {#ids, deleted}
 """
 
 # KEYS: running
@@ -561,6 +591,7 @@ def _source(body: str) -> str:
         ("@DONE@", keys.DONE),
         ("@DEAD@", keys.DEAD),
         ("@STATS@", keys.STATS),
+        ("@RUNNING@", keys.RUNNING),
     ):
         text = text.replace(marker, suffix)
     return text
@@ -573,3 +604,4 @@ FINISH_SOURCE = _source(FINISH)
 REQUEUE_SOURCE = _source(REQUEUE)
 RENEW_SOURCE = _source(RENEW)
 OPERATE_SOURCE = _source(OPERATE)
+PURGE_SOURCE = _source(PURGE)
