@@ -293,3 +293,11 @@ def test_tls_rediss_url_works(tmp_path: Any) -> None:
     finally:
         server.terminate()
         server.wait(10)
+
+
+def test_short_lived_event_loops_leave_no_clients_behind(settings: Any) -> None:
+    backend = RedisBackend("default", settings.TASKS["default"])
+    for i in range(20):  # asyncio.run, as async_to_sync does, makes a new loop each time
+        asyncio.run(backend.aenqueue(tasks.add, [i, i], {}))
+    assert len(backend.store.connections._async) == 1  # the last loop's, the rest dropped
+    assert len(backend.store._scripts) == 1  # one script object for the asyncio client kind

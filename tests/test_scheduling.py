@@ -61,6 +61,16 @@ def test_cron_ticks_follow_TIME_ZONE_across_dst(settings: Any) -> None:
     assert daily.latest_tick(utc(2026, 11, 25, 12)) == utc(2026, 11, 25, 1, 30)  # 02:30 CET
 
 
+def test_no_busy_loop_in_the_repeated_dst_hour(settings: Any) -> None:
+    from redis_tasks.scheduler import seconds_to_next_tick
+
+    settings.TIME_ZONE = "Europe/Berlin"
+    daily = Schedule(name="d", task="t", cron="30 2 * * *")
+    # 2026-10-25 01:10 UTC is 02:10 CET, inside the hour that happens twice.
+    assert seconds_to_next_tick(daily, utc(2026, 10, 25, 1, 10)) >= 1.0
+    assert seconds_to_next_tick(daily, utc(2026, 10, 25, 12)) > 3600
+
+
 # --- one pass of the scheduler --------------------------------------------------------------
 
 

@@ -34,6 +34,13 @@ def decide(schedule: Schedule, tick: datetime, last_ms: int | None, now: datetim
     return not (late and schedule.missed == "skip")
 
 
+def seconds_to_next_tick(schedule: Schedule, now: datetime) -> float:
+    """How long to sleep before the schedule's next tick. In a repeated DST hour a cron's next
+    tick can lie behind us; then a pass a second later, rather than a spin."""
+    until_next = (schedule.next_tick(now) - now).total_seconds()
+    return until_next if until_next > 0 else IDLE_WAIT
+
+
 class Scheduler:
     def __init__(self, backend: RedisBackend) -> None:
         self.backend = backend
@@ -49,9 +56,7 @@ class Scheduler:
         state = store.schedule_state(list(self.schedules))
         wait = IDLE
         for name, schedule in self.schedules.items():
-            until_next = (schedule.next_tick(now) - now).total_seconds()
-            # In a repeated DST hour a cron's next tick can lie behind us: don't spin on it.
-            wait = min(wait, until_next if until_next > 0 else IDLE_WAIT)
+            wait = min(wait, seconds_to_next_tick(schedule, now))
             tick = schedule.latest_tick(now)
             action = decide(schedule, tick, state[name], now)
             if action is None:
