@@ -87,7 +87,7 @@ def test_second_signal_exits_at_once(tmp_path: Path) -> None:
 
 
 def test_processes_runs_several_worker_processes(tmp_path: Path) -> None:
-    results = [tasks.sleeps.enqueue(0.1) for _ in range(40)]  # 2 s for one process alone
+    results = [tasks.sleeps.enqueue(0.2) for _ in range(40)]  # 4 s for one process alone
     proc = manage("redis_tasks_worker", "--processes", "2", "--burst", "--concurrency", "2")
     out, _ = proc.communicate(timeout=60)
     assert proc.returncode == 0, out
