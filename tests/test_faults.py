@@ -278,12 +278,12 @@ def test_worker_rides_out_a_redis_crash_with_aof(tmp_path: Path, workers: Any) -
         server.stop()
 
 
-class CuttingProxy:
-    """Forwards a client to Redis, then cuts the link at the first script call: before Redis
-    sees it, or after Redis ran it but before the reply reaches the client."""
+class LocalProxy:
+    """A TCP proxy on a free local port in front of Redis; each client is served by
+    ``handle`` in a thread of its own."""
 
-    def __init__(self, target_port: int, deliver: bool) -> None:
-        self.target_port, self.deliver = target_port, deliver
+    def __init__(self, target_port: int) -> None:
+        self.target_port = target_port
         self.listener = socket.create_server(("127.0.0.1", 0))
         self.port = self.listener.getsockname()[1]
         threading.Thread(target=self._serve, daemon=True).start()
@@ -294,9 +294,24 @@ class CuttingProxy:
                 client, _ = self.listener.accept()
             except OSError:
                 return
-            threading.Thread(target=self._pipe, args=(client,), daemon=True).start()
+            threading.Thread(target=self.handle, args=(client,), daemon=True).start()
 
-    def _pipe(self, client: socket.socket) -> None:
+    def handle(self, client: socket.socket) -> None:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        self.listener.close()
+
+
+class CuttingProxy(LocalProxy):
+    """Forwards a client to Redis, then cuts the link at the first script call: before Redis
+    sees it, or after Redis ran it but before the reply reaches the client."""
+
+    def __init__(self, target_port: int, deliver: bool) -> None:
+        self.deliver = deliver
+        super().__init__(target_port)
+
+    def handle(self, client: socket.socket) -> None:
         upstream = socket.create_connection(("127.0.0.1", self.target_port))
         with client, upstream:
             while data := client.recv(65536):
@@ -308,9 +323,6 @@ class CuttingProxy:
                 if script_call and not reply.startswith(b"-NOSCRIPT"):
                     return  # Redis ran it; the reply is lost
                 client.sendall(reply)
-
-    def close(self) -> None:
-        self.listener.close()
 
 
 @pytest.mark.parametrize("deliver", [False, True], ids=["cut-before", "cut-after"])
@@ -341,26 +353,18 @@ def test_a_cut_in_the_middle_of_an_enqueue_leaves_nothing_half_written(
         assert task_keys == [] and ready == []
 
 
-class DroppingProxy:
+class DroppingProxy(LocalProxy):
     """A link to Redis that can be cut: while cut, bytes either way are dropped and nothing is
     closed, like a network partition (the worker only sees silence and timeouts)."""
 
     def __init__(self, target_port: int) -> None:
-        self.target_port = target_port
         self.cut = threading.Event()
-        self.listener = socket.create_server(("127.0.0.1", 0))
-        self.port = self.listener.getsockname()[1]
-        threading.Thread(target=self._serve, daemon=True).start()
+        super().__init__(target_port)
 
-    def _serve(self) -> None:
-        while True:
-            try:
-                client, _ = self.listener.accept()
-            except OSError:
-                return
-            upstream = socket.create_connection(("127.0.0.1", self.target_port))
-            for src, dst in ((client, upstream), (upstream, client)):
-                threading.Thread(target=self._pump, args=(src, dst), daemon=True).start()
+    def handle(self, client: socket.socket) -> None:
+        upstream = socket.create_connection(("127.0.0.1", self.target_port))
+        for src, dst in ((client, upstream), (upstream, client)):
+            threading.Thread(target=self._pump, args=(src, dst), daemon=True).start()
 
     def _pump(self, src: socket.socket, dst: socket.socket) -> None:
         try:
@@ -373,9 +377,6 @@ class DroppingProxy:
             for s in (src, dst):
                 with contextlib.suppress(OSError):
                     s.shutdown(socket.SHUT_RDWR)
-
-    def close(self) -> None:
-        self.listener.close()
 
 
 def test_a_worker_cut_off_from_redis_loses_its_task_and_resumes(
