@@ -79,15 +79,16 @@ end
 local function valid_id(id)
   return #id <= 128 and string.match(id, '^[%w_%-]+$') ~= nil
 end
--- Attempts that count against max_attempts: starts, less graceful hand-backs.
+-- Starts of a task: the worker ids in its JSON array (ids never contain '","').
+local function starts_of(key)
+  local workers = redis.call('HGET', key, 'workers')
+  if not workers or workers == '[]' then return 0 end
+  local _, commas = string.gsub(workers, '","', '')
+  return commas + 1
+end
+-- Attempts that count against max_attempts: starts, less hand-backs and operator retries.
 local function attempts_of(key)
-  local fields = redis.call('HMGET', key, 'workers', 'uncounted')
-  local starts = 0
-  if fields[1] and fields[1] ~= '[]' then
-    local _, commas = string.gsub(fields[1], '","', '')
-    starts = commas + 1
-  end
-  return starts - (tonumber(fields[2]) or 0)
+  return starts_of(key) - (tonumber(redis.call('HGET', key, 'uncounted')) or 0)
 end
 -- Whether a task really is queued (ready or deferred) or running: its status says so and it
 -- sits in the matching set. A unique key held by anything else no longer counts.
@@ -524,13 +525,7 @@ if unique then  -- a retried unique task takes its key back, unless another task
   end
   redis.call('SET', ukey, id)
 end
-local workers = redis.call('HGET', KEYS[1], 'workers')
-local starts = 0
-if workers and workers ~= '[]' then
-  local _, commas = string.gsub(workers, '","', '')
-  starts = commas + 1
-end
-redis.call('HSET', KEYS[1], 'status', 'READY', 'uncounted', starts)
+redis.call('HSET', KEYS[1], 'status', 'READY', 'uncounted', starts_of(KEYS[1]))
 redis.call('HDEL', KEYS[1], 'finished_at', 'owner')
 redis.call('PERSIST', KEYS[1])
 redis.call('ZREM', prefix .. '@DONE@' .. 'FAILED', id)
