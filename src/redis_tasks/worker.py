@@ -83,7 +83,7 @@ class Worker:
         self._leases_lock = threading.Lock()
         self._running: set[asyncio.Task[None]] = set()
         self._stopping: asyncio.Event | None = None
-        self._capacity: asyncio.Condition | None = None
+        self._capacity_freed: asyncio.Event | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._executor: ThreadPoolExecutor | None = None
         self._limit_reached = False
@@ -94,13 +94,15 @@ class Worker:
         """Stop claiming; running tasks get the grace period. Safe to call from any thread."""
         loop = self._loop
         if loop is not None and not loop.is_closed():
-            loop.call_soon_threadsafe(lambda: loop.create_task(self._stop()))
+            # A plain callback, not a task: a task could still be pending when the loop ends.
+            with contextlib.suppress(RuntimeError):  # the loop closed meanwhile: stopped already
+                loop.call_soon_threadsafe(self._stop)
 
-    async def _stop(self) -> None:
-        assert self._stopping is not None and self._capacity is not None
+    def _stop(self) -> None:
+        """Runs on the loop: no await, so it cannot be left half done."""
+        assert self._stopping is not None and self._capacity_freed is not None
         self._stopping.set()
-        async with self._capacity:
-            self._capacity.notify_all()
+        self._capacity_freed.set()
 
     @property
     def stopping(self) -> bool:
@@ -109,7 +111,7 @@ class Worker:
     async def run(self) -> None:
         self._loop = asyncio.get_running_loop()
         self._stopping = asyncio.Event()
-        self._capacity = asyncio.Condition()
+        self._capacity_freed = asyncio.Event()
         # Room for the abandoned threads of timed-out sync tasks, so they cost no capacity.
         self._executor = ThreadPoolExecutor(
             self.concurrency + self.max_abandoned, thread_name_prefix="redis-tasks"
@@ -136,7 +138,7 @@ class Worker:
             for failure in await asyncio.gather(*consumers, *timers, return_exceptions=True):
                 if isinstance(failure, BaseException):
                     logger.error("Worker %s: a loop failed", self.worker_id, exc_info=failure)
-                    await self._stop()
+                    self._stop()
             await self._drain()
         finally:
             heartbeat_stop.set()
@@ -183,27 +185,28 @@ class Worker:
 
     async def _reserve(self) -> int:
         """Wait for free capacity and take all of it (bounded by --max-tasks)."""
-        assert self._capacity is not None and self._stopping is not None
-        async with self._capacity:
-            await self._capacity.wait_for(lambda: self._free > 0 or self.stopping)
-            if self.stopping:
-                return 0
-            count = self._free
-            if self.max_tasks is not None:
-                count = min(count, self.max_tasks - self._claimed)
-            self._free -= count
-            self._claimed += count
-            return count
+        assert self._capacity_freed is not None
+        # Everything here runs on the one loop, so no lock: no await between test and take.
+        while self._free <= 0 and not self.stopping:
+            self._capacity_freed.clear()
+            await self._capacity_freed.wait()
+        if self.stopping:
+            return 0
+        count = self._free
+        if self.max_tasks is not None:
+            count = min(count, self.max_tasks - self._claimed)
+        self._free -= count
+        self._claimed += count
+        return count
 
     async def _release(self, count: int, *, unclaimed: bool = False) -> None:
         """Give back capacity; ``unclaimed`` when no task was claimed with it either."""
-        assert self._capacity is not None
+        assert self._capacity_freed is not None
         if unclaimed:
             self._claimed -= count
         if count:
-            async with self._capacity:
-                self._free += count
-                self._capacity.notify_all()
+            self._free += count
+            self._capacity_freed.set()
 
     async def _consume(self, backend: RedisBackend) -> None:
         store = backend.store
@@ -215,7 +218,7 @@ class Worker:
             if count == 0:
                 if not self.stopping:  # --max-tasks reached: the other consumers stop too,
                     self._limit_reached = True  # and running tasks finish without a deadline
-                    await self._stop()
+                    self._stop()
                 break
             try:
                 batch = await store.claim(self.worker_id, count, queues)
@@ -367,7 +370,7 @@ class Worker:
                     self.worker_id, self.abandoned_threads, EXIT_RESTART,
                 )  # fmt: skip
                 self.exit_code = EXIT_RESTART
-                await self._stop()
+                self._stop()
         return await loop.run_in_executor(
             self._executor, execution.settle, backend, claim, result, outcome
         )
