@@ -65,10 +65,15 @@ DATABASES = {
         "NAME": os.environ.get("PGDATABASE", "test"),
         "USER": os.environ.get("PGUSER", "postgres"),
         "CONN_MAX_AGE": 0,
+        # Several suites may run at once on one machine, each with its own suffix.
+        "TEST": {"NAME": "test_redis_tasks" + os.environ.get("REDIS_TASKS_TEST_DB_SUFFIX", "")},
     },
 }
 # A second alias (its own test database) for multi-database commit-aware enqueue.
-DATABASES["other"] = {**DATABASES["default"], "TEST": {"NAME": "test_redis_tasks_other"}}
+DATABASES["other"] = {
+    **DATABASES["default"],
+    "TEST": {"NAME": "test_redis_tasks_other" + os.environ.get("REDIS_TASKS_TEST_DB_SUFFIX", "")},
+}
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 TASKS: dict[str, dict[str, Any]] = {
