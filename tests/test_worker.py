@@ -309,3 +309,48 @@ def test_a_due_deferred_task_jumps_the_backlog_of_its_priority(
                > int(client.zrange(due, 0, 0, withscores=True)[0][1]))  # fmt: skip
     burst(concurrency=1)
     assert lines(log) == ["higher", "deferred"] + [f"backlog{i}" for i in range(5)]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_project_receiver_may_use_the_database_for_sync_and_async_tasks() -> None:
+    """Receivers of the project's own never run on the worker's event loop (where Django
+    forbids database queries); the framework's logger and our metrics may, to save a thread
+    hop per task."""
+    from django.contrib.auth.models import User
+
+    seen: list[tuple[str, str, int]] = []
+
+    def on_finished(sender: Any, task_result: Any, **kwargs: Any) -> None:
+        seen.append((task_result.task.name, task_result.status, User.objects.count()))
+
+    task_started.connect(on_finished)
+    task_finished.connect(on_finished)
+    try:
+        tasks.add.enqueue(1, 1)
+        tasks.async_add.enqueue(1, 1)
+        burst(concurrency=2)
+    finally:
+        task_started.disconnect(on_finished)
+        task_finished.disconnect(on_finished)
+    assert sorted(seen) == [
+        ("add", "RUNNING", 0),
+        ("add", "SUCCESSFUL", 0),
+        ("async_add", "RUNNING", 0),
+        ("async_add", "SUCCESSFUL", 0),
+    ]
+
+
+def test_loop_safety_is_decided_by_the_receivers_connected() -> None:
+    from redis_tasks import signalling
+    from redis_tasks.backend import RedisBackend
+
+    assert signalling.loop_safe(task_finished, RedisBackend)
+
+    def project_receiver(**kwargs: Any) -> None: ...
+
+    task_finished.connect(project_receiver)
+    try:
+        assert not signalling.loop_safe(task_finished, RedisBackend)
+    finally:
+        task_finished.disconnect(project_receiver)
+    assert signalling.loop_safe(task_finished, RedisBackend)

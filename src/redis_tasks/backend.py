@@ -11,6 +11,7 @@ from django.core import checks
 from django.core.exceptions import ImproperlyConfigured
 from django.db import connections, transaction
 
+from . import signalling
 from .compat import (
     BaseTaskBackend,
     TaskResult,
@@ -171,7 +172,7 @@ class RedisBackend(BaseTaskBackend):  # type: ignore[misc,unused-ignore]
         found = {i: await self.aget_result(i) for _, i in pairs if i is not None}
         for result, existing in pairs:
             if existing is None:
-                await task_enqueued.asend(type(self), task_result=result)
+                await signalling.asend(task_enqueued, type(self), task_result=result)
         return [found[i] if i is not None else r for r, i in pairs]
 
     def enqueue(self, task: Any, args: Any, kwargs: Any) -> Any:

@@ -1,9 +1,11 @@
 """Running one claimed task and settling its one outcome: success, failure, or a retry.
 
-Sync tasks run whole in a worker thread (signals, database connection hygiene and the final
-write included), so a slow receiver or task never blocks the event loop; async tasks run whole
-on the loop with the asyncio client. Every write is owner-checked by its script, so whichever of
-a late thread, a timeout and a recovered lease writes second changes nothing.
+A sync task's body (with ``task_started`` and database connection hygiene) runs in a worker
+thread and an async task's on the loop. Outcomes are stored from the loop, where the finishes of
+many tasks share one trip to Redis (``batching.py``); receivers of the project's own always run
+in a thread (``signalling.py``), so a slow receiver never blocks the loop. Every write is
+owner-checked by its script, so whichever of a late thread, a timeout and a recovered lease
+writes second changes nothing.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ import redis
 from django.db import close_old_connections
 from django.utils.module_loading import import_string
 
+from . import signalling
 from .compat import TaskContext, TaskError, TaskResultStatus, task_finished, task_started
 from .exceptions import ResultNotSerializable
 from .serialization import dumps, error_json, from_ms, result_from_hash
@@ -162,24 +165,25 @@ def _log_rejected(claim: Claim) -> None:
 
 def _finished_signal(backend: RedisBackend, result: Any, outcome: Outcome) -> None:
     # Sent inside an except block when the task failed, so receivers (the framework's logger,
-    # error trackers) see the exception in sys.exc_info().
+    # error trackers) see the exception in sys.exc_info(). From a worker thread, with the
+    # database connections its receivers open closed after them.
     if outcome.exception is None:
-        task_finished.send(sender=type(backend), task_result=result)
+        signalling.send_and_close(task_finished, type(backend), task_result=result)
         return
     try:
         raise outcome.exception
     except BaseException:
-        task_finished.send(sender=type(backend), task_result=result)
+        signalling.send_and_close(task_finished, type(backend), task_result=result)
 
 
 async def _afinished_signal(backend: RedisBackend, result: Any, outcome: Outcome) -> None:
     if outcome.exception is None:
-        await task_finished.asend(sender=type(backend), task_result=result)
+        await signalling.asend(task_finished, sender=type(backend), task_result=result)
         return
     try:
         raise outcome.exception
     except BaseException:
-        await task_finished.asend(sender=type(backend), task_result=result)
+        await signalling.asend(task_finished, sender=type(backend), task_result=result)
 
 
 def _with_retries(backend: RedisBackend, write: Callable[[], T]) -> T:
@@ -297,17 +301,12 @@ def call_sync(backend: RedisBackend, result: Any) -> Outcome:
         close_old_connections()
 
 
-def run_sync(backend: RedisBackend, claim: Claim, result: Any) -> str | None:
-    """Run a sync task without a timeout and settle it, all in the calling (worker) thread."""
-    return settle(backend, claim, result, call_sync(backend, result))
-
-
 async def run_async(backend: RedisBackend, claim: Claim, result: Any) -> str | None:
     """Run an async task on the worker's event loop, cancelled at its timeout, then settle it."""
     timeout = timeout_of(backend, result)
     deadline = asyncio.timeout(timeout)
     try:
-        await task_started.asend(sender=type(backend), task_result=result)
+        await signalling.asend(task_started, sender=type(backend), task_result=result)
         async with deadline:
             value = await result.task.func(*_call_args(result), **result.kwargs)
         outcome = _succeeded(value)

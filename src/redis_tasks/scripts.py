@@ -30,11 +30,17 @@ end
 local KEEP_ASIDE_MS = 7 * 24 * 3600 * 1000
 -- Keys of a wrong type (written by something else) are renamed aside, never fatal: a worker
 -- must not stall on garbage. The new names are reported to the caller, which logs them.
+-- A key found usable is not checked again in the same script: only this script writes now.
 local quarantined = {}
+local checked = {}
 local function usable(key, wanted, now)
+  if checked[key] == wanted then return true end
   local actual = redis.call('TYPE', key)['ok']
-  if actual == 'none' or actual == wanted then return true end
-  local aside = key .. ':corrupt:' .. now
+  if actual == 'none' or actual == wanted then
+    checked[key] = wanted
+    return true
+  end
+  local aside = key .. ':corrupt:' .. (now or clock_ms())
   redis.call('RENAME', key, aside)
   redis.call('PEXPIRE', aside, KEEP_ASIDE_MS)
   quarantined[#quarantined + 1] = aside
@@ -44,7 +50,7 @@ local function release_unique(prefix, key)
   local unique = redis.call('HGET', key, 'unique')
   if unique then
     local ukey = prefix .. '@UNIQUE@' .. unique
-    if usable(ukey, 'string', clock_ms())
+    if usable(ukey, 'string')
        and redis.call('GET', ukey) == string.sub(key, #prefix + #'@TASK@' + 1) then
       redis.call('DEL', ukey)
     end
@@ -53,7 +59,7 @@ end
 -- Event counters of the backend instance (for metrics): one hash, never expiring.
 local function tally(prefix, event, n)
   local stats = prefix .. '@STATS@'
-  usable(stats, 'hash', clock_ms())
+  usable(stats, 'hash')
   redis.call('HINCRBY', stats, event, n or 1)
 end
 -- Finished results are indexed by status and finish time, for listing and purging; entries
@@ -382,7 +388,6 @@ while claimed < max_count do
     dead(id)
   else
     claimed = claimed + 1
-    tally(prefix, 'started')
     local token = token_base .. ':' .. claimed
     redis.call('ZREM', KEYS[2], id)
     redis.call('HSET', key, 'status', 'RUNNING', 'owner', token, 'last_attempted_at', now,
@@ -404,6 +409,7 @@ for q = 1, #served do
   end
 end
 
+if claimed > 0 then tally(prefix, 'started', claimed) end
 if claimed == 0 then
   -- Tokens left by enqueues this claim has now seen would only wake idle workers for nothing;
   -- an enqueue after this script pushes a fresh one, so no wake-up is lost.

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import secrets
+import weakref
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, cast
@@ -16,6 +17,7 @@ import redis
 import redis.asyncio
 
 from . import scripts
+from .batching import ScriptBatcher
 from .connection import Connections, redacted
 from .exceptions import BackendUnavailable, QueueFull
 from .keys import Keys
@@ -71,6 +73,10 @@ class TaskStore:
         self.keys = Keys(options.namespace)
         self.connections = Connections(options.location, options.connection_options)
         self._scripts: dict[tuple[bool, str], Any] = {}
+        # One per asyncio client (so per event loop); dropped with the client.
+        self._batchers: weakref.WeakKeyDictionary[redis.asyncio.Redis, ScriptBatcher] = (
+            weakref.WeakKeyDictionary()
+        )
 
     # --- plumbing -----------------------------------------------------------------------
 
@@ -277,8 +283,17 @@ class TaskStore:
         error_json: str | None = None,
     ) -> int:
         key_list, argv = self._finish_call(claim, status, return_json, error_json)
-        script = self._script(self.connections.aio, scripts.FINISH_SOURCE)
-        return int(await script(keys=key_list, args=argv))
+        return int(await self._finish_batcher().call(key_list, argv))
+
+    def _finish_batcher(self) -> ScriptBatcher:
+        """The finishes of one event loop share their trips to Redis (see ``batching.py``)."""
+        client = self.connections.aio
+        batcher = self._batchers.get(client)
+        if batcher is None:
+            self._script(client, scripts.FINISH_SOURCE)  # registers the Script object
+            script = self._scripts[(True, scripts.FINISH_SOURCE)]
+            batcher = self._batchers[client] = ScriptBatcher(client, script)
+        return batcher
 
     def _requeue_call(
         self, claim: Claim, delay: float, error_json: str | None, handback: bool

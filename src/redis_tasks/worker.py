@@ -23,7 +23,8 @@ from typing import TYPE_CHECKING, Any
 
 import redis
 
-from . import execution
+from . import execution, signalling
+from .compat import task_finished
 from .exceptions import InvalidTaskPayload
 from .scheduler import Scheduler
 
@@ -339,22 +340,18 @@ class Worker:
     async def _run_in_thread(self, backend: RedisBackend, claim: Claim, result: Any) -> str | None:
         """Run a sync task in the pool; return the status stored (None: retried or rejected).
 
-        Only the task's body is timed; storing the outcome and the signals come after."""
+        Only the task's body is timed. Its outcome is stored from the loop, where the finishes
+        of many tasks share a trip to Redis, unless a ``task_finished`` receiver of the
+        project's own is connected: then storing and the signal go back to the pool, since
+        such a receiver may block or use the database."""
         assert self._executor is not None
         loop = asyncio.get_running_loop()
         timeout = execution.timeout_of(backend, result)
-        if timeout is None:  # nothing to time: body and outcome in one trip to the pool
-            whole = self._executor.submit(execution.run_sync, backend, claim, result)
-            try:
-                return await asyncio.wrap_future(whole)
-            except asyncio.CancelledError:
-                self._abandon(whole)  # shutdown: the task is handed back; its thread runs on
-                raise
         body = self._executor.submit(execution.call_sync, backend, result)
         try:
             outcome = await asyncio.wait_for(asyncio.shield(asyncio.wrap_future(body)), timeout)
         except asyncio.CancelledError:
-            self._abandon(body)
+            self._abandon(body)  # shutdown: the task is handed back; its thread runs on
             raise
         except TimeoutError:
             # Python cannot stop a thread: abandon it (its result is never stored), record the
@@ -371,6 +368,8 @@ class Worker:
                 )  # fmt: skip
                 self.exit_code = EXIT_RESTART
                 self._stop()
+        if signalling.loop_safe(task_finished, type(backend)):
+            return await execution.asettle(backend, claim, result, outcome)
         return await loop.run_in_executor(
             self._executor, execution.settle, backend, claim, result, outcome
         )
