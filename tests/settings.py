@@ -18,7 +18,9 @@ except ImportError:
     IMMEDIATE = "django_tasks.backends.immediate.ImmediateBackend"
 
 PORT = os.environ.setdefault("REDIS_TASKS_TEST_PORT", str(free_port()))
-REDIS_URL = f"redis://127.0.0.1:{PORT}"
+# A worker started on another network host (tests/test_hosts.py) is given that Redis's address.
+HOST = os.environ.get("REDIS_TASKS_TEST_HOST", "127.0.0.1")
+REDIS_URL = f"redis://{HOST}:{PORT}"
 
 SECRET_KEY = "tests-only"
 DEBUG = False

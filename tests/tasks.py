@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import socket
 import threading
 import time
 from pathlib import Path
@@ -188,6 +189,27 @@ def journal(path: str, task_key: str, seconds: float = 0.0) -> str:
     finally:
         os.close(fd)
     return task_key
+
+
+@task()
+def host_journal(path: str, task_key: str, hold_dir: str, seconds: float = 0.0) -> str:
+    """journal() naming the host; between start and end it waits while ``hold_dir/<host name>``
+    exists, so that a test can keep one host's tasks in flight while it cuts that host off."""
+    host = socket.gethostname()
+    hold = Path(hold_dir) / host
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT)
+    try:
+        os.write(fd, f"start {task_key} {host} {os.getpid()}\n".encode())
+        deadline = time.monotonic() + 60
+        while hold.exists():
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{hold} was never removed")
+            time.sleep(0.02)
+        time.sleep(seconds)
+        os.write(fd, f"end {task_key} {host} {os.getpid()}\n".encode())
+    finally:
+        os.close(fd)
+    return f"{task_key}@{host}"
 
 
 @task()
