@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from datetime import timedelta
 from pathlib import Path
@@ -354,3 +355,23 @@ def test_loop_safety_is_decided_by_the_receivers_connected() -> None:
     finally:
         task_finished.disconnect(project_receiver)
     assert signalling.loop_safe(task_finished, RedisBackend)
+
+
+def test_a_task_finished_during_a_renewal_is_not_reported_lost(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The heartbeat renews a copy of the leases; a task that finishes meanwhile is missing
+    from Redis' side, and was not lost."""
+    from django.conf import settings
+
+    from redis_tasks.backend import RedisBackend
+    from redis_tasks.worker import Worker
+
+    options = {**settings.TASKS["default"], "lease_timeout": 0.15, "maxsize": None}
+    backend = RedisBackend("default", options)
+    backend.enqueue_many(tasks.async_add, [((1, 1), {})] * 3000)
+    worker = Worker([backend], burst=True, concurrency=50)
+    with caplog.at_level("WARNING", logger="redis_tasks"):
+        asyncio.run(worker.run())
+    assert worker.tasks_done == 3000
+    assert not [r for r in caplog.records if "lost the lease" in r.getMessage()]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import signal
 from pathlib import Path
 from typing import Any
@@ -106,3 +107,62 @@ def test_processes_passes_sigterm_on_and_exits_0(tmp_path: Path) -> None:
     out, _ = proc.communicate(timeout=60)
     assert proc.returncode == 0, out
     assert refreshed(running).return_value == "released"
+
+
+def test_processes_keeps_the_grace_period_when_every_process_is_signalled(
+    tmp_path: Path,
+) -> None:
+    """systemd's default KillMode signals every process of the unit, so each child gets the
+    stop twice (directly and forwarded): neither is taken for "exit now"; a second signal to
+    the supervisor still is."""
+    started, release = tmp_path / "started", tmp_path / "release"
+    running = tasks.wait_for_file.enqueue(str(started), str(release))
+    proc = manage(
+        "redis_tasks_worker", "--processes", "2", "--concurrency", "1", start_new_session=True
+    )
+    wait_until(started.exists)
+    children = Path(f"/proc/{proc.pid}/task/{proc.pid}/children").read_text().split()
+    assert len(children) == 2
+    # Each child in a group of its own: Ctrl-C in a terminal reaches only the supervisor.
+    assert all(os.getpgid(int(pid)) == int(pid) for pid in children)
+    for pid in [proc.pid, *map(int, children)]:
+        os.kill(pid, signal.SIGTERM)
+    for pid in children:
+        os.kill(int(pid), signal.SIGTERM)
+    release.touch()
+    out, _ = proc.communicate(timeout=60)
+    assert proc.returncode == 0, out
+    assert refreshed(running).return_value == "released"
+    assert "exiting now" not in out
+
+
+def test_processes_second_signal_to_the_supervisor_exits_now(tmp_path: Path) -> None:
+    started, release, log = tmp_path / "started", tmp_path / "release", tmp_path / "log"
+    running = tasks.wait_for_file.enqueue(str(started), str(release))
+    with log.open("w") as output:
+        proc = manage("redis_tasks_worker", "--processes", "2", "--concurrency", "1", stdout=output)
+        wait_until(started.exists)
+        proc.send_signal(signal.SIGTERM)
+        wait_until(lambda: log.read_text().count("no new tasks are claimed") == 2)
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(60) == 1
+    assert "SIGUSR1: exiting now" in log.read_text()
+    assert refreshed(running).status == TaskResultStatus.RUNNING  # left to its lease
+
+
+def test_processes_children_stop_when_the_supervisor_is_killed() -> None:
+    proc = manage("redis_tasks_worker", "--processes", "2")
+    children_file = Path(f"/proc/{proc.pid}/task/{proc.pid}/children")
+    children = wait_until(
+        lambda: len(children_file.read_text().split()) == 2 and children_file.read_text().split()
+    )
+    proc.kill()
+    proc.communicate(timeout=30)
+
+    def gone(pid: str) -> bool:
+        try:  # a zombie (reaped by init later) counts as gone
+            return Path(f"/proc/{pid}/stat").read_text().split(") ")[1][0] in "ZX"
+        except FileNotFoundError:
+            return True
+
+    wait_until(lambda: all(gone(pid) for pid in children), timeout=30)

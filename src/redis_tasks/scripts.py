@@ -563,18 +563,27 @@ return {#ids, deleted}
 
 # KEYS: running
 # ARGV: prefix, lease_ms, id, token, id, token, ...
-# Extends the leases still owned; returns the ids whose lease was lost.
+# Extends the leases still owned; returns the ids whose lease was lost. A task that this
+# worker's own attempt finished (the last start is its, tokens are '<worker id>:<hex>:<n>') is
+# not lost: the reply of that finish was still on its way when the renewal was sent.
 RENEW = r"""
 local now = clock_ms()
 local prefix = ARGV[1]
 local deadline = now + tonumber(ARGV[2])
 local lost = {}
+local function finished_by_us(f, token)
+  if f[1] or (f[2] ~= 'SUCCESSFUL' and f[2] ~= 'FAILED') or not f[3] then return false end
+  local worker_id = string.match(token, '^(.*):[^:]*:[^:]*$') or ''
+  local tail = cjson.encode(worker_id) .. ']'
+  return string.sub(f[3], -#tail) == tail
+end
 for i = 3, #ARGV, 2 do
   local id, token = ARGV[i], ARGV[i + 1]
   local key = prefix .. '@TASK@' .. id
-  if is_hash(key) and redis.call('HGET', key, 'owner') == token then
+  local f = is_hash(key) and redis.call('HMGET', key, 'owner', 'status', 'workers')
+  if f and f[1] == token then
     redis.call('ZADD', KEYS[1], 'XX', deadline, id)
-  else
+  elseif not (f and finished_by_us(f, token)) then
     lost[#lost + 1] = id
   end
 end

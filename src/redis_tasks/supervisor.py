@@ -1,8 +1,9 @@
 """``redis_tasks_worker --processes N``: N worker processes from one command, to use every core.
 
 The parent only supervises: it starts the children (the same command without --processes),
-passes SIGTERM/SIGINT on to them, restarts a child that dies or asks for a fresh process (exit
-code 3) while it is not stopping, and exits with the highest exit code of its children.
+passes SIGTERM/SIGINT on to them (a second one as EXIT_NOW), restarts a child that dies or
+asks for a fresh process (exit code 3) while it is not stopping, and exits with the highest
+exit code of its children.
 """
 
 from __future__ import annotations
@@ -18,6 +19,18 @@ from types import FrameType
 
 logger = logging.getLogger("redis_tasks")
 RESTART_PAUSE = 1.0  # seconds between restarts of a child that keeps dying
+SUPERVISED = "REDIS_TASKS_SUPERVISED"  # set in the children's environment
+EXIT_NOW = signal.SIGUSR1  # the supervisor's second signal, to its children
+
+
+def _die_with_parent() -> None:
+    """Outside the supervisor's group, a child would outlive a SIGKILLed supervisor: ask
+    Linux to send it SIGTERM (its graceful stop) when the supervisor dies."""
+    if sys.platform == "linux":
+        import ctypes
+
+        pr_set_pdeathsig = 1
+        ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM)
 
 
 class Supervisor:
@@ -33,15 +46,24 @@ class Supervisor:
         from django.conf import settings
 
         env.setdefault("DJANGO_SETTINGS_MODULE", settings.SETTINGS_MODULE)
-        child = subprocess.Popen(self.command, env=env)
+        env[SUPERVISED] = "1"
+        # A process group of its own: a signal to the whole group (systemd's default KillMode,
+        # Ctrl-C in a terminal) reaches the children once, forwarded, not twice, which they
+        # would take for "exit now" and drop their running tasks.
+        child = subprocess.Popen(
+            self.command, env=env, process_group=0, preexec_fn=_die_with_parent
+        )
         logger.info("Started worker process %d", child.pid)
         return child
 
     def _forward(self, signum: int, frame: FrameType | None) -> None:
+        """The first signal asks the children to stop gracefully; a second one, to exit now.
+        They may get the first one from elsewhere too (systemd signals every process of the
+        unit), so they take SIGTERM/SIGINT only as the graceful stop and EXIT_NOW as the other."""
         self.signals += 1
         for child in self.children:
             if child.poll() is None:
-                child.send_signal(signum)
+                child.send_signal(signum if self.signals == 1 else EXIT_NOW)
 
     def run(self) -> int:
         for signum in (signal.SIGTERM, signal.SIGINT):

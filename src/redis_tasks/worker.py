@@ -412,6 +412,9 @@ class Worker:
                         self._register(backend, client, list(leases), interval)
                     except Exception as exc:
                         logger.warning("Worker %s: registry update failed: %s", self.worker_id, exc)
+                    with self._leases_lock:  # a task that finished meanwhile was not lost
+                        held = self._leases[backend.alias]
+                        lost = [t for t in lost if held.get(t) == leases[t]]
                     for task_id in lost:
                         logger.warning(
                             "Worker %s lost the lease of task %s; its outcome will be discarded",

@@ -16,7 +16,7 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from redis_tasks.progress import show_progress
 from redis_tasks.runner import redis_backends
-from redis_tasks.supervisor import Supervisor
+from redis_tasks.supervisor import EXIT_NOW, SUPERVISED, Supervisor
 from redis_tasks.worker import DEFAULT_GRACE, Worker
 
 
@@ -160,21 +160,27 @@ class Command(BaseCommand):
 
     async def _run(self, worker: Worker, backends: list[Any], progress: bool) -> None:
         loop = asyncio.get_running_loop()
+        # A child of --processes: SIGTERM/SIGINT only ever stop it gracefully (systemd and the
+        # supervisor may both send one), and the supervisor's EXIT_NOW makes it exit at once.
+        supervised = os.environ.get(SUPERVISED) == "1"
 
         def on_signal(signum: int) -> None:
-            if worker.stopping:
+            exit_now = signum == EXIT_NOW if supervised else worker.stopping
+            if exit_now:
                 self.stderr.write(
-                    f"Second {signal.Signals(signum).name}: exiting now; "
-                    "leases return the running tasks to their queues."
+                    f"{'Second ' if not supervised else ''}{signal.Signals(signum).name}: "
+                    "exiting now; leases return the running tasks to their queues."
                 )
                 os._exit(1)
+            if worker.stopping:
+                return  # under --processes, the same stop reaches a child twice
             self.stderr.write(
                 f"{signal.Signals(signum).name}: no new tasks are claimed; running tasks get "
                 f"{worker.grace:g}s, then go back to their queues (signal again to exit now)."
             )
             worker.request_stop()
 
-        for signum in (signal.SIGINT, signal.SIGTERM):
+        for signum in (signal.SIGINT, signal.SIGTERM, *([EXIT_NOW] if supervised else [])):
             loop.add_signal_handler(signum, on_signal, signum)
         bar = asyncio.create_task(show_progress(worker, backends)) if progress else None
         try:
