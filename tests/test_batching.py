@@ -1,6 +1,6 @@
-"""Group commit of finishes (redis_tasks.batching) against a real Redis: each call keeps its own
-reply and its own atomic script; a failed trip reaches every caller; a flushed script cache is
-survived."""
+"""Group commit of finishes (redis_tasks.batching) against a real Redis: calls made together
+share one script run and each keeps its own reply; a failed trip reaches every caller; a
+flushed script cache is survived."""
 
 from __future__ import annotations
 
@@ -11,15 +11,17 @@ from typing import TypeVar
 import redis
 import redis.asyncio
 
-from redis_tasks.batching import ScriptBatcher
+from redis_tasks.batching import MAX_BATCH, ScriptBatcher
 from tests.redis_server import RedisServer
 
 T = TypeVar("T")
 
-# Returns the new value, or an error for a key that is not a counter.
+# ARGV: a counter's name, the number of items, then one increment per item. Returns each
+# item's value after its increment; fails as a whole if the counter is not a number.
 SOURCE = """
-if redis.call('TYPE', KEYS[1])['ok'] == 'hash' then return redis.error_reply('not a counter') end
-return redis.call('INCRBY', KEYS[1], ARGV[1])
+local out = {}
+for i = 1, tonumber(ARGV[2]) do out[i] = redis.call('INCRBY', ARGV[1], ARGV[2 + i]) end
+return out
 """
 
 
@@ -31,7 +33,7 @@ def run(
     async def main() -> T:
         client = redis.asyncio.Redis.from_url(redis_server.url + "/12")
         try:
-            batcher = ScriptBatcher(client, client.register_script(SOURCE))
+            batcher = ScriptBatcher(client, client.register_script(SOURCE), [])
             return await calls(batcher, client)
         finally:
             await client.aclose()
@@ -39,7 +41,7 @@ def run(
     return asyncio.run(main())
 
 
-def test_calls_made_together_share_one_trip_and_keep_their_own_replies(
+def test_calls_made_together_share_one_run_and_keep_their_own_replies(
     redis_server: RedisServer, clean_redis: redis.Redis
 ) -> None:
     clean_redis.hset("broken", "a", "1")
@@ -48,19 +50,33 @@ def test_calls_made_together_share_one_trip_and_keep_their_own_replies(
         await batcher.call(["counter"], [0])  # loads the script
         await client.config_resetstat()
         jobs = [batcher.call(["counter"], [1]) for _ in range(50)]
-        jobs.append(batcher.call(["broken"], [1]))
+        jobs += [batcher.call(["broken"], [1]) for _ in range(2)]
         replies = await asyncio.gather(*jobs, return_exceptions=True)
         stats = await client.info("commandstats")
-        # One EVALSHA per call (each its own script run), and no SCRIPT EXISTS per trip.
-        assert stats["cmdstat_evalsha"]["calls"] == 51
+        # One run per head (the counter's, the broken key's), both in one pipeline.
+        assert stats["cmdstat_evalsha"]["calls"] == 2
         assert not any(name.startswith("cmdstat_script") for name in stats)
         return list(replies)
 
     replies = run(calls, redis_server)
     assert sorted(int(r) for r in replies[:50]) == list(range(1, 51))  # type: ignore[call-overload]
-    assert isinstance(replies[50], redis.ResponseError)
-    assert "not a counter" in str(replies[50])
+    assert all(isinstance(r, redis.ResponseError) for r in replies[50:])
     assert clean_redis.get("counter") == b"50"
+
+
+def test_a_batch_is_split_into_bounded_runs(
+    redis_server: RedisServer, clean_redis: redis.Redis
+) -> None:
+    count = 2 * MAX_BATCH + 3
+
+    async def calls(batcher: ScriptBatcher, client: redis.asyncio.Redis) -> list[int]:
+        await batcher.call(["counter"], [0])
+        await client.config_resetstat()
+        replies = await asyncio.gather(*(batcher.call(["counter"], [1]) for _ in range(count)))
+        assert (await client.info("commandstats"))["cmdstat_evalsha"]["calls"] == 3
+        return [int(r) for r in replies]
+
+    assert sorted(run(calls, redis_server)) == list(range(1, count + 1))
 
 
 def test_a_flushed_script_cache_is_survived(

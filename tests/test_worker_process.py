@@ -7,7 +7,10 @@ import signal
 from pathlib import Path
 from typing import Any
 
+import redis
+
 from redis_tasks.compat import TaskResultStatus
+from redis_tasks.keys import Keys
 from tests import tasks
 from tests.helpers import manage, wait_until
 
@@ -109,8 +112,13 @@ def test_processes_passes_sigterm_on_and_exits_0(tmp_path: Path) -> None:
     assert refreshed(running).return_value == "released"
 
 
+def both_children_serving(client: redis.Redis) -> bool:
+    """Both children registered: their signal handlers are in place."""
+    return int(client.zcard(Keys("task_queue").workers)) == 2
+
+
 def test_processes_keeps_the_grace_period_when_every_process_is_signalled(
-    tmp_path: Path,
+    tmp_path: Path, clean_redis: redis.Redis
 ) -> None:
     """systemd's default KillMode signals every process of the unit, so each child gets the
     stop twice (directly and forwarded): neither is taken for "exit now"; a second signal to
@@ -121,6 +129,7 @@ def test_processes_keeps_the_grace_period_when_every_process_is_signalled(
         "redis_tasks_worker", "--processes", "2", "--concurrency", "1", start_new_session=True
     )
     wait_until(started.exists)
+    wait_until(lambda: both_children_serving(clean_redis))
     children = Path(f"/proc/{proc.pid}/task/{proc.pid}/children").read_text().split()
     assert len(children) == 2
     # Each child in a group of its own: Ctrl-C in a terminal reaches only the supervisor.
@@ -136,12 +145,15 @@ def test_processes_keeps_the_grace_period_when_every_process_is_signalled(
     assert "exiting now" not in out
 
 
-def test_processes_second_signal_to_the_supervisor_exits_now(tmp_path: Path) -> None:
+def test_processes_second_signal_to_the_supervisor_exits_now(
+    tmp_path: Path, clean_redis: redis.Redis
+) -> None:
     started, release, log = tmp_path / "started", tmp_path / "release", tmp_path / "log"
     running = tasks.wait_for_file.enqueue(str(started), str(release))
     with log.open("w") as output:
         proc = manage("redis_tasks_worker", "--processes", "2", "--concurrency", "1", stdout=output)
         wait_until(started.exists)
+        wait_until(lambda: both_children_serving(clean_redis))
         proc.send_signal(signal.SIGTERM)
         wait_until(lambda: log.read_text().count("no new tasks are claimed") == 2)
         proc.send_signal(signal.SIGTERM)

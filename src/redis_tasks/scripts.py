@@ -30,8 +30,17 @@ end
 local KEEP_ASIDE_MS = 7 * 24 * 3600 * 1000
 -- Keys of a wrong type (written by something else) are renamed aside, never fatal: a worker
 -- must not stall on garbage. The new names are reported to the caller, which logs them.
--- A key found usable is not checked again in the same script: only this script writes now.
+-- Keys of a wrong type (written by something else) are renamed aside, never fatal: a worker
+-- must not stall on garbage. The new names are reported to the caller, which logs them.
 local quarantined = {}
+local function quarantine(key, now)
+  local aside = key .. ':corrupt:' .. (now or clock_ms())
+  redis.call('RENAME', key, aside)
+  redis.call('PEXPIRE', aside, KEEP_ASIDE_MS)
+  quarantined[#quarantined + 1] = aside
+end
+-- Checks a key's type before a step that must not fail halfway. A key found usable is not
+-- checked again in the same script: only this script writes now.
 local checked = {}
 local function usable(key, wanted, now)
   if checked[key] == wanted then return true end
@@ -40,14 +49,21 @@ local function usable(key, wanted, now)
     checked[key] = wanted
     return true
   end
-  local aside = key .. ':corrupt:' .. (now or clock_ms())
-  redis.call('RENAME', key, aside)
-  redis.call('PEXPIRE', aside, KEEP_ASIDE_MS)
-  quarantined[#quarantined + 1] = aside
+  quarantine(key, now)
   return false
 end
-local function release_unique(prefix, key)
-  local unique = redis.call('HGET', key, 'unique')
+-- One command on a key, with no TYPE call first: a command refused for the key's type changes
+-- nothing, so the key can be moved aside then and the command run again on the free name.
+local function repaired(command, key, ...)
+  local reply = redis.pcall(command, key, ...)
+  if type(reply) == 'table' and reply.err then
+    if string.find(reply.err, 'WRONGTYPE', 1, true) then quarantine(key) end
+    return redis.call(command, key, ...)  -- any other error is raised as it is
+  end
+  return reply
+end
+local function release_unique(prefix, key, unique)
+  unique = unique or redis.call('HGET', key, 'unique')
   if unique then
     local ukey = prefix .. '@UNIQUE@' .. unique
     if usable(ukey, 'string')
@@ -58,9 +74,7 @@ local function release_unique(prefix, key)
 end
 -- Event counters of the backend instance (for metrics): one hash, never expiring.
 local function tally(prefix, event, n)
-  local stats = prefix .. '@STATS@'
-  usable(stats, 'hash')
-  redis.call('HINCRBY', stats, event, n or 1)
+  repaired('HINCRBY', prefix .. '@STATS@', event, n or 1)
 end
 -- Finished results are indexed by status and finish time, for listing and purging; entries
 -- whose result expired are swept by the claim script.
@@ -114,8 +128,7 @@ local function is_waiting_or_running(prefix, id)
   return false
 end
 local function wake(key)
-  redis.call('LPUSH', key, '1')
-  redis.call('LTRIM', key, 0, 63)
+  if repaired('LPUSH', key, '1') > 64 then redis.call('LTRIM', key, 0, 63) end
 end
 """
 
@@ -130,14 +143,6 @@ end
 _ENQUEUE_BATCH = r"""
 local TASK_FIELDS = 10
 local function enqueue_batch(prefix, at, now)
-  usable(KEYS[1], 'set', now)
-  local seq_type = redis.call('TYPE', KEYS[2])['ok']
-  if seq_type ~= 'none' and (seq_type ~= 'string' or not tonumber(redis.call('GET', KEYS[2]))) then
-    redis.call('RENAME', KEYS[2], KEYS[2] .. ':corrupt:' .. now)  -- restarts FIFO numbering
-    redis.call('PEXPIRE', KEYS[2] .. ':corrupt:' .. now, KEEP_ASIDE_MS)
-  end
-  usable(KEYS[3], 'zset', now)
-  usable(KEYS[4], 'list', now)
   local maxsize, ttl = tonumber(ARGV[at]), tonumber(ARGV[at + 1])
   local backend, count = ARGV[at + 2], tonumber(ARGV[at + 3])
   local first = at + 4
@@ -160,47 +165,52 @@ local function enqueue_batch(prefix, at, now)
   end
   if maxsize and new > 0 then
     local waiting = 0
-    local queues = redis.call('SMEMBERS', KEYS[1])
+    local queues = repaired('SMEMBERS', KEYS[1])
     for i = 1, #queues do
-      local ready = prefix .. '@READY@' .. queues[i]
-      local deferred = prefix .. '@DEFERRED@' .. queues[i]
-      if usable(ready, 'zset', now) then waiting = waiting + redis.call('ZCARD', ready) end
-      if usable(deferred, 'zset', now) then waiting = waiting + redis.call('ZCARD', deferred) end
+      waiting = waiting + repaired('ZCARD', prefix .. '@READY@' .. queues[i])
+        + repaired('ZCARD', prefix .. '@DEFERRED@' .. queues[i])
     end
     if waiting + new > maxsize then return {0, waiting} end
   end
+  -- From here on every step succeeds (a key of a wrong type is moved aside, never an error),
+  -- so the batch is queued whole.
+  local added = {}
   for t = 0, count - 1 do
     if existing[t + 1] == '' then
       local f = first + t * TASK_FIELDS
       local id, queue, priority = ARGV[f], ARGV[f + 1], tonumber(ARGV[f + 2])
       local key = prefix .. '@TASK@' .. id
-      local ready, deferred = prefix .. '@READY@' .. queue, prefix .. '@DEFERRED@' .. queue
-      usable(ready, 'zset', now)
-      usable(deferred, 'zset', now)
-      local seq = redis.call('INCR', KEYS[2])
+      local seq = redis.pcall('INCR', KEYS[2])
+      if type(seq) ~= 'number' then  -- not a counter: move it aside, restart FIFO numbering
+        quarantine(KEYS[2], now)
+        seq = redis.call('INCR', KEYS[2])
+      end
       local score = string.format('%.0f', (100 - priority) * 1099511627776 + seq)
-      redis.call('HSET', key, 'path', ARGV[f + 4], 'queue', queue, 'priority', ARGV[f + 2],
-                 'score', score, 'args', ARGV[f + 5], 'kwargs', ARGV[f + 6], 'ctx', ARGV[f + 7],
-                 'backend', backend, 'status', 'READY', 'enqueued_at', now)
-      if ARGV[f + 9] ~= '' then redis.call('HSET', key, 'max_attempts', ARGV[f + 9]) end
+      local run_after = tonumber(ARGV[f + 3])
+      local due = (run_after and run_after > now) and run_after or now
+      local fields = {'path', ARGV[f + 4], 'queue', queue, 'priority', ARGV[f + 2],
+                      'score', score, 'args', ARGV[f + 5], 'kwargs', ARGV[f + 6],
+                      'ctx', ARGV[f + 7], 'backend', backend, 'status', 'READY',
+                      'enqueued_at', now}
+      local function field(name, value) fields[#fields + 1], fields[#fields + 2] = name, value end
+      if ARGV[f + 9] ~= '' then field('max_attempts', ARGV[f + 9]) end
       if ARGV[f + 8] ~= '' then
-        redis.call('HSET', key, 'unique', ARGV[f + 8])
+        field('unique', ARGV[f + 8])
         redis.call('SET', prefix .. '@UNIQUE@' .. ARGV[f + 8], id)
       end
-      redis.call('SADD', KEYS[1], queue)
-      local due = now
-      local run_after = tonumber(ARGV[f + 3])
-      if run_after then redis.call('HSET', key, 'run_after', ARGV[f + 3]) end
-      if run_after and run_after > now then
-        redis.call('ZADD', deferred, run_after, id)
-        due = run_after
+      if run_after then field('run_after', ARGV[f + 3]) end
+      if ttl then field('expires_at', due + ttl) end
+      redis.call('HSET', key, unpack(fields))
+      if not added[queue] then
+        repaired('SADD', KEYS[1], queue)
+        added[queue] = true
+      end
+      if due > now then
+        repaired('ZADD', prefix .. '@DEFERRED@' .. queue, run_after, id)
       else
-        redis.call('ZADD', ready, score, id)
+        repaired('ZADD', prefix .. '@READY@' .. queue, score, id)
       end
-      if ttl then
-        redis.call('HSET', key, 'expires_at', due + ttl)
-        redis.call('ZADD', KEYS[3], due + ttl, id)
-      end
+      if ttl then repaired('ZADD', KEYS[3], due + ttl, id) end
     end
   end
   if new > 0 then
@@ -365,41 +375,57 @@ for q = 1, #served do
 end
 
 -- 4. Claim the best tasks across the served queues: lowest score = highest priority, then FIFO.
+--    The heads of every queue are read at once and merged here; what is taken leaves its
+--    ready set in one ZREM per queue and enters the lease set in one ZADD.
 local out = {now, -1, quarantined}
-local heads = {}
-for q = 1, #served do
-  local head = redis.call('ZRANGE', served[q][1], 0, 0, 'WITHSCORES')
-  heads[q] = {served[q][1], head[1], tonumber(head[2])}
-end
 local claimed = 0
-while claimed < max_count do
-  local best = nil
-  for q = 1, #heads do
-    local h = heads[q]
-    if h[2] and (best == nil or h[3] < heads[best][3]) then best = q end
+local function claim_round()
+  local heads, at = {}, {}
+  for q = 1, #served do
+    heads[q] = redis.call('ZRANGE', served[q][1], 0, max_count - claimed - 1, 'WITHSCORES')
+    at[q] = 1
   end
-  if best == nil then break end
-  local ready, id = heads[best][1], heads[best][2]
-  redis.call('ZREM', ready, id)
-  local head = redis.call('ZRANGE', ready, 0, 0, 'WITHSCORES')
-  heads[best] = {ready, head[1], tonumber(head[2])}
-  local key = prefix .. '@TASK@' .. id
-  if not valid_id(id) or not is_hash(key) then
-    dead(id)
-  else
-    claimed = claimed + 1
-    local token = token_base .. ':' .. claimed
-    redis.call('ZREM', KEYS[2], id)
-    redis.call('HSET', key, 'status', 'RUNNING', 'owner', token, 'last_attempted_at', now,
-               'workers', json_append(redis.call('HGET', key, 'workers'), cjson.encode(worker_id)))
-    redis.call('HSETNX', key, 'started_at', now)
-    redis.call('ZADD', KEYS[1], now + lease_ms, id)
-    local entry = redis.call('HGETALL', key)
-    table.insert(entry, 1, token)
-    table.insert(entry, 1, id)
-    out[#out + 1] = entry
+  local taken, leases, started, found_dead = {}, {}, {}, false
+  while claimed < max_count do
+    local best, best_score = nil, nil
+    for q = 1, #served do
+      local score = tonumber(heads[q][at[q] + 1])
+      if score and (best == nil or score < best_score) then best, best_score = q, score end
+    end
+    if best == nil then break end
+    local id = heads[best][at[best]]
+    at[best] = at[best] + 2
+    taken[best] = taken[best] or {}
+    table.insert(taken[best], id)
+    local key = prefix .. '@TASK@' .. id
+    local f = valid_id(id) and redis.pcall('HMGET', key, 'status', 'workers', 'started_at')
+    if not f or f.err or not f[1] then
+      dead(id)
+      found_dead = true
+    else
+      claimed = claimed + 1
+      local token = token_base .. ':' .. claimed
+      local fields = {'status', 'RUNNING', 'owner', token, 'last_attempted_at', now,
+                      'workers', json_append(f[2], cjson.encode(worker_id))}
+      if not f[3] then fields[#fields + 1], fields[#fields + 2] = 'started_at', now end
+      redis.call('HSET', key, unpack(fields))
+      leases[#leases + 1], leases[#leases + 2] = now + lease_ms, id
+      started[#started + 1] = id
+      local entry = redis.call('HGETALL', key)
+      table.insert(entry, 1, token)
+      table.insert(entry, 1, id)
+      out[#out + 1] = entry
+    end
   end
+  for q, ids in pairs(taken) do redis.call('ZREM', served[q][1], unpack(ids)) end
+  if #started > 0 then
+    redis.call('ZADD', KEYS[1], unpack(leases))
+    redis.call('ZREM', KEYS[2], unpack(started))
+  end
+  return found_dead
 end
+-- Entries that were not tasks took places in this round: look again for real ones.
+while claim_round() and claimed < max_count do end
 
 -- A queue left with nothing waiting is forgotten until its next enqueue or requeue, so the set
 -- of queues does not grow forever with names no longer used.
@@ -426,25 +452,54 @@ end
 return out
 """
 
-# KEYS: task, running
-# ARGV: id, token, status, return_json|'', error_json|'', result_ttl|'', prefix
-# Returns finished_at (ms) or 0 when the caller no longer owns the task (a stale finish).
+# KEYS: running
+# ARGV: prefix, result_ttl|'', count, then per task: id, token, status, return_json|'',
+#       error_json|''
+# Stores the outcomes of several tasks (the finishes a worker made at about the same time).
+# Returns per task finished_at (ms), or 0 when the caller no longer owns it (a stale finish).
 FINISH = r"""
-if redis.call('HGET', KEYS[1], 'owner') ~= ARGV[2] then return 0 end
 local now = clock_ms()
-release_unique(ARGV[7], KEYS[1])
-redis.call('ZREM', KEYS[2], ARGV[1])
-redis.call('HDEL', KEYS[1], 'owner')
-redis.call('HSET', KEYS[1], 'status', ARGV[3], 'finished_at', now)
-if ARGV[4] ~= '' then redis.call('HSET', KEYS[1], 'return', ARGV[4]) end
-if ARGV[5] ~= '' then
-  redis.call('HSET', KEYS[1], 'errors', json_append(redis.call('HGET', KEYS[1], 'errors'), ARGV[5]))
+local prefix, result_ttl, count = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
+local out, done = {}, {SUCCESSFUL = {}, FAILED = {}}
+local succeeded, failed = 0, 0
+for t = 0, count - 1 do
+  local status = ARGV[6 + t * 5]
+  if not done[status] then return redis.error_reply('ERR bad status ' .. tostring(status)) end
 end
-local result_ttl = tonumber(ARGV[6])
-if result_ttl then redis.call('EXPIRE', KEYS[1], result_ttl) end
-index_done(ARGV[7], KEYS[1], ARGV[3], now)
-tally(ARGV[7], ARGV[3] == 'SUCCESSFUL' and 'succeeded' or 'failed')
-return now
+local finished = {}
+for t = 0, count - 1 do
+  local f = 4 + t * 5
+  local id, token, status = ARGV[f], ARGV[f + 1], ARGV[f + 2]
+  local key = prefix .. '@TASK@' .. id
+  local held = redis.pcall('HMGET', key, 'owner', 'unique', 'errors')
+  if held.err or held[1] ~= token then
+    out[t + 1] = 0  -- not ours (or not a hash any more): rejected, nothing changed
+  else
+    if held[2] then release_unique(prefix, key, held[2]) end
+    redis.call('HDEL', key, 'owner')
+    local fields = {'status', status, 'finished_at', now}
+    if ARGV[f + 3] ~= '' then
+      fields[#fields + 1], fields[#fields + 2] = 'return', ARGV[f + 3]
+    end
+    if ARGV[f + 4] ~= '' then
+      fields[#fields + 1], fields[#fields + 2] = 'errors', json_append(held[3], ARGV[f + 4])
+    end
+    redis.call('HSET', key, unpack(fields))
+    if result_ttl then redis.call('EXPIRE', key, result_ttl) end
+    local index = done[status]
+    index[#index + 1], index[#index + 2] = now, id
+    finished[#finished + 1] = id
+    if status == 'SUCCESSFUL' then succeeded = succeeded + 1 else failed = failed + 1 end
+    out[t + 1] = now
+  end
+end
+if #finished > 0 then redis.call('ZREM', KEYS[1], unpack(finished)) end
+for status, entries in pairs(done) do
+  if #entries > 0 then repaired('ZADD', prefix .. '@DONE@' .. status, unpack(entries)) end
+end
+if succeeded > 0 then tally(prefix, 'succeeded', succeeded) end
+if failed > 0 then tally(prefix, 'failed', failed) end
+return out
 """
 
 # KEYS: task, running, expiry, wake, queues

@@ -245,22 +245,15 @@ class TaskStore:
         quarantined = [k.decode(errors="replace") for k in reply[2]]
         return ClaimBatch(int(reply[0]), None if next_due < 0 else next_due, claims, quarantined)
 
-    def _finish_call(
-        self, claim: Claim, status: str, return_json: str | None, error_json: str | None
-    ) -> tuple[list[str], list[Any]]:
+    def _finish_head(self) -> list[Any]:
         ttl = self.options.result_ttl
-        return (
-            [self.keys.task(claim.task_id), self.keys.running],
-            [
-                claim.task_id,
-                claim.token,
-                status,
-                return_json or "",
-                error_json or "",
-                "" if ttl is None else ttl,
-                self.keys.prefix,
-            ],
-        )
+        return [self.keys.prefix, "" if ttl is None else ttl]
+
+    @staticmethod
+    def _finish_item(
+        claim: Claim, status: str, return_json: str | None, error_json: str | None
+    ) -> list[Any]:
+        return [claim.task_id, claim.token, status, return_json or "", error_json or ""]
 
     def finish(
         self,
@@ -270,10 +263,9 @@ class TaskStore:
         error_json: str | None = None,
     ) -> int:
         """Store the outcome; return finished_at in ms, or 0 if the lease was lost (rejected)."""
-        key_list, argv = self._finish_call(claim, status, return_json, error_json)
-        return int(
-            self._script(self.connections.sync, scripts.FINISH_SOURCE)(keys=key_list, args=argv)
-        )
+        item = self._finish_item(claim, status, return_json, error_json)
+        script = self._script(self.connections.sync, scripts.FINISH_SOURCE)
+        return int(script(keys=[self.keys.running], args=[*self._finish_head(), 1, *item])[0])
 
     async def afinish(
         self,
@@ -282,17 +274,18 @@ class TaskStore:
         return_json: str | None = None,
         error_json: str | None = None,
     ) -> int:
-        key_list, argv = self._finish_call(claim, status, return_json, error_json)
-        return int(await self._finish_batcher().call(key_list, argv))
+        """``finish`` for the event loop: finishes made together share one script run."""
+        item = self._finish_item(claim, status, return_json, error_json)
+        return int(await self._finish_batcher().call(self._finish_head(), item))
 
     def _finish_batcher(self) -> ScriptBatcher:
-        """The finishes of one event loop share their trips to Redis (see ``batching.py``)."""
         client = self.connections.aio
         batcher = self._batchers.get(client)
         if batcher is None:
             self._script(client, scripts.FINISH_SOURCE)  # registers the Script object
             script = self._scripts[(True, scripts.FINISH_SOURCE)]
-            batcher = self._batchers[client] = ScriptBatcher(client, script)
+            batcher = ScriptBatcher(client, script, [self.keys.running])
+            self._batchers[client] = batcher
         return batcher
 
     def _requeue_call(
