@@ -14,7 +14,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from types import FrameType
 
 logger = logging.getLogger("redis_tasks")
@@ -23,14 +23,21 @@ SUPERVISED = "REDIS_TASKS_SUPERVISED"  # set in the children's environment
 EXIT_NOW = signal.SIGUSR1  # the supervisor's second signal, to its children
 
 
-def _die_with_parent() -> None:
+def _die_with_parent(parent: int) -> Callable[[], None]:
     """Outside the supervisor's group, a child would outlive a SIGKILLed supervisor: ask
-    Linux to send it SIGTERM (its graceful stop) when the supervisor dies."""
-    if sys.platform == "linux":
-        import ctypes
+    Linux to send it SIGTERM (its graceful stop) when the supervisor dies. Runs in the child
+    between fork and exec; a supervisor that died before that is seen by the parent pid."""
 
-        pr_set_pdeathsig = 1
-        ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM)
+    def arrange() -> None:
+        if sys.platform == "linux":
+            import ctypes
+
+            pr_set_pdeathsig = 1
+            ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM)
+        if os.getppid() != parent:
+            os._exit(0)
+
+    return arrange
 
 
 class Supervisor:
@@ -47,11 +54,10 @@ class Supervisor:
 
         env.setdefault("DJANGO_SETTINGS_MODULE", settings.SETTINGS_MODULE)
         env[SUPERVISED] = "1"
-        # A process group of its own: a signal to the whole group (systemd's default KillMode,
-        # Ctrl-C in a terminal) reaches the children once, forwarded, not twice, which they
-        # would take for "exit now" and drop their running tasks.
+        # A process group of its own: Ctrl-C in a terminal reaches only the supervisor, which
+        # passes it on once.
         child = subprocess.Popen(
-            self.command, env=env, process_group=0, preexec_fn=_die_with_parent
+            self.command, env=env, process_group=0, preexec_fn=_die_with_parent(os.getpid())
         )
         logger.info("Started worker process %d", child.pid)
         return child

@@ -17,7 +17,6 @@ import secrets
 import socket
 import threading
 from collections.abc import Callable, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
@@ -27,6 +26,7 @@ from . import execution, signalling
 from .compat import task_finished
 from .exceptions import InvalidTaskPayload
 from .scheduler import Scheduler
+from .threads import TaskThreads
 
 if TYPE_CHECKING:
     from .backend import RedisBackend
@@ -86,7 +86,7 @@ class Worker:
         self._stopping: asyncio.Event | None = None
         self._capacity_freed: asyncio.Event | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._executor: ThreadPoolExecutor | None = None
+        self._threads: TaskThreads | None = None
         self._limit_reached = False
 
     # --- control ------------------------------------------------------------------------
@@ -114,8 +114,9 @@ class Worker:
         self._stopping = asyncio.Event()
         self._capacity_freed = asyncio.Event()
         # Room for the abandoned threads of timed-out sync tasks, so they cost no capacity.
-        self._executor = ThreadPoolExecutor(
-            self.concurrency + self.max_abandoned, thread_name_prefix="redis-tasks"
+        # Room for the abandoned threads of timed-out sync tasks, so they cost no capacity.
+        self._threads = TaskThreads(
+            self._loop, self.concurrency + self.max_abandoned, name="redis-tasks"
         )
         heartbeat_stop = threading.Event()
         heartbeat = threading.Thread(
@@ -144,7 +145,7 @@ class Worker:
         finally:
             heartbeat_stop.set()
             # Abandoned threads cannot be joined; the process exits without waiting for them.
-            self._executor.shutdown(wait=self.abandoned_threads == 0, cancel_futures=True)
+            self._threads.shutdown(wait=self.abandoned_threads == 0)
             heartbeat.join()
             for backend in self.backends:
                 await backend.store.connections.aclose()
@@ -344,12 +345,11 @@ class Worker:
         of many tasks share a trip to Redis, unless a ``task_finished`` receiver of the
         project's own is connected: then storing and the signal go back to the pool, since
         such a receiver may block or use the database."""
-        assert self._executor is not None
-        loop = asyncio.get_running_loop()
+        assert self._threads is not None
         timeout = execution.timeout_of(backend, result)
-        body = self._executor.submit(execution.call_sync, backend, result)
+        body = self._threads.submit(execution.call_sync, backend, result)
         try:
-            outcome = await asyncio.wait_for(asyncio.shield(asyncio.wrap_future(body)), timeout)
+            outcome = await asyncio.wait_for(asyncio.shield(body), timeout)
         except asyncio.CancelledError:
             self._abandon(body)  # shutdown: the task is handed back; its thread runs on
             raise
@@ -370,16 +370,17 @@ class Worker:
                 self._stop()
         if signalling.loop_safe(task_finished, type(backend)):
             return await execution.asettle(backend, claim, result, outcome)
-        return await loop.run_in_executor(
-            self._executor, execution.settle, backend, claim, result, outcome
-        )
+        return await self._threads.submit(execution.settle, backend, claim, result, outcome)
 
-    def _abandon(self, future: Future[Any]) -> None:
-        with self._abandoned_lock:
+    def _abandon(self, future: asyncio.Future[Any]) -> None:
+        assert self._threads is not None
+        with self._abandoned_lock:  # counted first: the thread may return at once
             self.abandoned_threads += 1
-        future.add_done_callback(self._thread_returned)
+        if not self._threads.abandon(future, self._thread_returned):
+            self._thread_returned()  # it had returned already
 
-    def _thread_returned(self, _: Any) -> None:
+    def _thread_returned(self) -> None:
+        """Runs in the abandoned thread itself when its call returns at last."""
         with self._abandoned_lock:
             self.abandoned_threads -= 1
 
