@@ -29,6 +29,7 @@ from .scheduler import Scheduler
 
 if TYPE_CHECKING:
     from .backend import RedisBackend
+    from .connection import SyncClient
     from .store import Claim
 
 logger = logging.getLogger("redis_tasks")
@@ -429,7 +430,7 @@ class Worker:
                 client.close()
 
     def _register(
-        self, backend: RedisBackend, client: redis.Redis, in_flight: list[str], interval: float
+        self, backend: RedisBackend, client: SyncClient, in_flight: list[str], interval: float
     ) -> None:
         info = {
             "host": socket.gethostname(),
