@@ -32,7 +32,8 @@ def wait_command(options: BackendOptions) -> list[Any] | None:
 
 def _queue(pipe: Any, client: Any, script: Any, keys: list[str], args: list[Any],
            wait: list[Any]) -> None:  # fmt: skip
-    pipe.evalsha(script.sha, len(keys), *keys, *args)
+    # execute_command: redis-py refuses pipe.evalsha() on a cluster, not the command itself.
+    pipe.execute_command("EVALSHA", script.sha, len(keys), *keys, *args)
     pipe.execute_command(*wait, **on_node_of(client, keys[0]))
 
 
