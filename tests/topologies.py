@@ -112,13 +112,19 @@ class SentinelGroup:
     """A master, ``replicas`` replicas and three sentinels watching ``service``, tuned to
     fail over within about a second of the master's death."""
 
-    def __init__(self, replicas: int = 1, service: str = "mymaster", *master_args: str) -> None:
+    def __init__(
+        self, replicas: int = 1, service: str = "mymaster", *master_args: str,
+        binary: str | None = None,
+    ) -> None:  # fmt: skip
         self.service = service
+        self.binary = binary
         # Replicas sync at once, not after the default 5 s wait for more of them.
         master_args = ("--repl-diskless-sync-delay", "0", *master_args)
-        self.master = RedisServer(None, None, *master_args)
+        self.master = RedisServer(None, binary, *master_args)
         self.replicas = [
-            RedisServer(None, None, "--replicaof", "127.0.0.1", str(self.master.port), *master_args)
+            RedisServer(
+                None, binary, "--replicaof", "127.0.0.1", str(self.master.port), *master_args
+            )
             for _ in range(replicas)
         ]
         self.sentinels: list[RedisServer] = []
@@ -135,7 +141,7 @@ class SentinelGroup:
             with redis.Redis(port=self.master.port) as client:
                 _wait(lambda: self._replicas_online(client), "replicas online")
             ids = [secrets.token_hex(20) for _ in range(3)]
-            self.sentinels = [RedisServer(None, None, "--sentinel") for _ in ids]
+            self.sentinels = [RedisServer(None, self.binary, "--sentinel") for _ in ids]
             for sentinel, myid in zip(self.sentinels, ids, strict=True):
                 self._configure(sentinel, myid, ids)
                 sentinel.start()
@@ -190,6 +196,12 @@ class SentinelGroup:
     def stop(self) -> None:
         for server in [*self.sentinels, *self.replicas, self.master]:
             server.stop()
+
+    def __enter__(self) -> SentinelGroup:
+        return self.start()
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
 
 
 def cluster_backends(url: str, namespaces: list[str], **options: Any) -> dict[str, Any]:

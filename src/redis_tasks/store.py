@@ -72,7 +72,7 @@ class TaskStore:
         o = options
         topology = Topology(o.location, o.cluster, o.sentinels, o.sentinel_kwargs)
         self.connections = Connections(topology, options.connection_options)
-        self._wait = durability.wait_command(options)
+        self._waits = durability.wait_commands(options)
         self._scripts: dict[tuple[type, str], Any] = {}
 
     # --- plumbing -----------------------------------------------------------------------
@@ -140,11 +140,11 @@ class TaskStore:
         keys = self._enqueue_keys(requests[0].task_id)
         args = [self.keys.prefix, *self._batch_argv(requests)]
         try:
-            reply, acked = durability.enqueue(client, script, keys, args, self._wait)
+            reply, acks = durability.enqueue(client, script, keys, args, self._waits)
         except redis.RedisError as exc:
             raise self.unavailable(exc) from exc
         enqueued = self._enqueued(reply, requests)
-        durability.check(self.alias, self.options, acked, requests)
+        durability.check(self.alias, self.options, acks, requests)
         return enqueued
 
     async def aenqueue(self, requests: Sequence[EnqueueRequest]) -> Enqueued:
@@ -153,11 +153,11 @@ class TaskStore:
         keys = self._enqueue_keys(requests[0].task_id)
         args = [self.keys.prefix, *self._batch_argv(requests)]
         try:
-            reply, acked = await durability.aenqueue(client, script, keys, args, self._wait)
+            reply, acks = await durability.aenqueue(client, script, keys, args, self._waits)
         except redis.RedisError as exc:
             raise self.unavailable(exc) from exc
         enqueued = self._enqueued(reply, requests)
-        durability.check(self.alias, self.options, acked, requests)
+        durability.check(self.alias, self.options, acks, requests)
         return enqueued
 
     def tick(self, schedule: str, tick_ms: int, enqueue: bool, request: EnqueueRequest) -> str:
