@@ -110,16 +110,23 @@ class LocalCluster:
 
 class SentinelGroup:
     """A master, ``replicas`` replicas and three sentinels watching ``service``, tuned to
-    fail over within about a second of the master's death."""
+    fail over within about a second of the master's death. With ``password`` the master and
+    replicas require it (``requirepass``/``masterauth``) and the sentinels ``sentinel_password``.
+    """
 
     def __init__(
         self, replicas: int = 1, service: str = "mymaster", *master_args: str,
-        binary: str | None = None,
+        binary: str | None = None, password: str | None = None,
+        sentinel_password: str | None = None,
     ) -> None:  # fmt: skip
         self.service = service
         self.binary = binary
+        self.password = password
+        self.sentinel_password = sentinel_password
         # Replicas sync at once, not after the default 5 s wait for more of them.
         master_args = ("--repl-diskless-sync-delay", "0", *master_args)
+        if password:
+            master_args += ("--requirepass", password, "--masterauth", password)
         self.master = RedisServer(None, binary, *master_args)
         self.replicas = [
             RedisServer(
@@ -138,10 +145,11 @@ class SentinelGroup:
             self.master.start()
             for replica in self.replicas:
                 replica.start()
-            with redis.Redis(port=self.master.port) as client:
+            with redis.Redis(port=self.master.port, password=self.password) as client:
                 _wait(lambda: self._replicas_online(client), "replicas online")
             ids = [secrets.token_hex(20) for _ in range(3)]
-            self.sentinels = [RedisServer(None, self.binary, "--sentinel") for _ in ids]
+            extra = ("--requirepass", self.sentinel_password) if self.sentinel_password else ()
+            self.sentinels = [RedisServer(None, self.binary, "--sentinel", *extra) for _ in ids]
             for sentinel, myid in zip(self.sentinels, ids, strict=True):
                 self._configure(sentinel, myid, ids)
                 sentinel.start()
@@ -169,6 +177,12 @@ class SentinelGroup:
             f"sentinel down-after-milliseconds {s} 500",
             f"sentinel failover-timeout {s} 2000",
             f"sentinel parallel-syncs {s} 1",
+            *([f"sentinel auth-pass {s} {self.password}"] if self.password else []),
+            *(
+                [f"sentinel sentinel-pass {self.sentinel_password}"]
+                if self.sentinel_password
+                else []
+            ),
             *(f"sentinel known-replica {s} 127.0.0.1 {r.port}" for r in self.replicas),
             *(
                 f"sentinel known-sentinel {s} 127.0.0.1 {other.port} {other_id}"
@@ -182,14 +196,14 @@ class SentinelGroup:
 
     def _sentinels_agree(self) -> bool:
         for sentinel in self.sentinels:
-            with redis.Redis(port=sentinel.port) as client:
+            with redis.Redis(port=sentinel.port, password=self.sentinel_password) as client:
                 state = client.sentinel_master(self.service)
                 if state["num-other-sentinels"] < 2 or state["num-slaves"] < len(self.replicas):
                     return False
         return True
 
     def master_port(self) -> int:
-        with redis.Redis(port=self.sentinels[0].port) as client:
+        with redis.Redis(port=self.sentinels[0].port, password=self.sentinel_password) as client:
             _, port = client.sentinel_get_master_addr_by_name(self.service)
             return int(port)
 
