@@ -196,3 +196,5 @@ def test_wait_replicas_without_replicas_says_the_task_is_queued(
         tasks.add.using(backend="shard1").enqueue(1, 1)
     [task_id] = caught.value.task_ids
     assert task_backends["shard1"].get_result(task_id).status == TaskResultStatus.READY
+    with pytest.raises(DurabilityNotConfirmed, match="only 0 of 1 replicas"):
+        asyncio.run(tasks.add.using(backend="shard1").aenqueue(1, 1))  # the asyncio cluster client

@@ -21,7 +21,7 @@ from typing import Any
 
 import redis
 
-from .connection import on_node_of
+from .connection import in_cluster, on_node_of
 from .exceptions import DurabilityNotConfirmed
 from .options import BackendOptions
 
@@ -74,6 +74,8 @@ async def aenqueue(client: Any, bound: Any, keys: list[str], args: list[Any],
                    waits: list[list[Any]]) -> tuple[Any, list[Any]]:  # fmt: skip
     if not waits:
         return await bound(keys=keys, args=args), []
+    if in_cluster(client):  # a new asyncio cluster client learns the slots on first use
+        await client.initialize()
     script = bound.func
     for _ in range(2):
         pipe = _pipeline(client, script, keys, args, waits)
