@@ -144,3 +144,40 @@ def test_QUEUES_is_enforced_when_configured() -> None:
 def test_any_queue_name_is_accepted_without_QUEUES() -> None:
     result = tasks.nudge_nudge_wink_wink.enqueue()
     assert result.task.queue_name == "alternate"
+
+
+def test_cluster_and_sentinel_options_are_read() -> None:
+    c = backend(LOCATION="rediss://user:pw@node-1:7000", cluster=True)
+    assert c.config.cluster and c.store.connections.topology.kind == "cluster"
+    s = backend(LOCATION="redis://:pw@mymaster/2", sentinels=[("s1", 26379), ["s2", 26380]],
+                sentinel_kwargs={"password": "sentinel-pw"}, wait_replicas=1, wait_aof=True,
+                wait_timeout=0.25)  # fmt: skip
+    assert s.config.sentinels == (("s1", 26379), ("s2", 26380))
+    assert s.store.connections.topology.kind == "sentinel"
+    assert (s.config.wait_replicas, s.config.wait_aof, s.config.wait_timeout) == (1, True, 0.25)
+    assert list(c.check()) == [] and list(s.check()) == []
+
+
+@pytest.mark.parametrize(
+    ("params", "problem"),
+    [
+        ({"cluster": True, "sentinels": [("s", 26379)]}, "both 'cluster' and 'sentinels'"),
+        ({"cluster": True, "LOCATION": "unix:///tmp/redis.sock"}, "unix://"),
+        ({"cluster": True, "LOCATION": "redis://node:7000/3"}, "only database 0"),
+        ({"sentinels": [("s", 26379)], "LOCATION": "redis://mymaster:6379/0"}, "service"),
+        ({"sentinels": [("s", 26379)], "LOCATION": "redis://mymaster/x"}, "database number"),
+    ],
+)
+def test_connection_options_that_do_not_fit_are_E008(params: dict[str, Any], problem: str) -> None:
+    errors = backend(**params).check()
+    assert {e.id for e in errors} == {"redis_tasks.E008"}
+    assert any(problem in f"{e.msg} {e.hint}" for e in errors)
+
+
+@pytest.mark.parametrize(
+    "params",
+    [{"sentinels": [("s", 0)]}, {"sentinels": ["s:26379"]}, {"sentinels": []},
+     {"wait_replicas": -1}, {"wait_timeout": 0}, {"cluster": "yes"}],
+)  # fmt: skip
+def test_invalid_connection_values_are_E002(params: dict[str, Any]) -> None:
+    assert ids(backend(**params)) == ["redis_tasks.E002"]

@@ -12,8 +12,9 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-import redis.asyncio
 from redis.exceptions import NoScriptError
+
+from .connection import AsyncClient
 
 # Calls per script run: bounded, so that one run stays short (Redis serves nobody else meanwhile)
 # and its argument lists stay far below Lua's limits.
@@ -26,7 +27,7 @@ class ScriptBatcher:
     The script takes ``KEYS`` and ``ARGV`` = ``head``, the number of items, then the fields of
     each item (a fixed number per item), and returns one reply per item."""
 
-    def __init__(self, client: redis.asyncio.Redis, script: Any, keys: list[str]) -> None:
+    def __init__(self, client: AsyncClient, script: Any, keys: list[str]) -> None:
         self._client = client
         self._script = script  # an AsyncScript: its sha, and its source to load it again
         self._keys = keys

@@ -45,3 +45,16 @@ class PayloadTooLarge(RedisTasksError, ValueError):
 
 class TaskCancelled(RedisTasksError):
     """Recorded as the error of a waiting task that an operator cancelled."""
+
+
+class DurabilityNotConfirmed(RedisTasksError):
+    """An enqueue with ``wait_replicas`` / ``wait_aof`` that Redis applied but fewer replicas
+    (or no AOF fsync) confirmed within ``wait_timeout``.
+
+    The tasks ARE queued on the master and will run unless it fails before they reach a
+    replica; enqueueing them again would run them twice. ``task_ids`` lists them.
+    """
+
+    def __init__(self, message: str, task_ids: list[str]) -> None:
+        super().__init__(message)
+        self.task_ids = task_ids

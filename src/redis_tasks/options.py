@@ -15,6 +15,7 @@ from urllib.parse import urlsplit
 
 from django.core import checks
 
+from .connection import sentinel_addresses
 from .schedules import parse_schedule
 
 # Keys of a TASKS entry that belong to Django itself.
@@ -28,6 +29,7 @@ DEFAULT_CONCURRENCY = 10
 DEFAULT_RETRY_BACKOFF = 1.0
 DEFAULT_RETRY_BACKOFF_MAX = 300.0
 DEFAULT_MAX_PAYLOAD_BYTES = 1_000_000
+DEFAULT_WAIT_TIMEOUT = 1.0
 SCHEMES = ("redis", "rediss", "unix")
 
 
@@ -53,6 +55,12 @@ class BackendOptions:
     autostart: bool = True
     connection_options: dict[str, Any] = field(default_factory=dict)
     queues: frozenset[str] = frozenset()  # empty: any queue name is accepted
+    cluster: bool = False  # LOCATION is a node of a Redis Cluster
+    sentinels: tuple[tuple[str, int], ...] = ()  # LOCATION names a Sentinel service
+    sentinel_kwargs: dict[str, Any] = field(default_factory=dict)
+    wait_replicas: int = 0  # an enqueue returns once this many replicas have it (WAIT)
+    wait_aof: bool = False  # ... and once the master's AOF has it on disk (WAITAOF)
+    wait_timeout: float = DEFAULT_WAIT_TIMEOUT  # seconds the enqueue waits for them
 
 
 OPTION_NAMES = (
@@ -72,6 +80,12 @@ OPTION_NAMES = (
     "schedules",
     "autostart",
     "connection_options",
+    "cluster",
+    "sentinels",
+    "sentinel_kwargs",
+    "wait_replicas",
+    "wait_aof",
+    "wait_timeout",
 )
 
 
@@ -136,6 +150,18 @@ VALIDATORS: dict[str, tuple[Any, str]] = {
         lambda v: isinstance(v, dict),
         "a dict of redis-py connection arguments",
     ),
+    "cluster": (lambda v: isinstance(v, bool), "True or False"),
+    "sentinels": (
+        lambda v: sentinel_addresses(v) is not None,
+        "a non-empty list of (host, port) pairs, e.g. [('sentinel-1', 26379)]",
+    ),
+    "sentinel_kwargs": (
+        lambda v: isinstance(v, dict),
+        "a dict of redis-py connection arguments for the sentinels, e.g. {'password': ...}",
+    ),
+    "wait_replicas": (lambda v: type(v) is int and v >= 0, "an integer, 0 (off) or more"),
+    "wait_aof": (lambda v: isinstance(v, bool), "True or False"),
+    "wait_timeout": (_positive_number, "a positive number of seconds"),
 }
 
 
@@ -203,6 +229,8 @@ def parse_options(
             if schedule is not None:
                 parsed[schedule.name] = schedule
         raw["schedules"] = parsed
+    if "sentinels" in raw:
+        raw["sentinels"] = tuple(sentinel_addresses(raw["sentinels"]) or ())
     if "enqueue_on_commit" in raw:
         on_commit = raw["enqueue_on_commit"]
         raw["enqueue_on_commit"] = "default" if on_commit is True else (on_commit or None)
@@ -218,6 +246,8 @@ def parse_options(
             )
         )
         location = DEFAULT_LOCATION
+    else:
+        errors += topology_errors(where, location, raw)
 
     queues: frozenset[str] = frozenset()
     if "QUEUES" in params:
@@ -255,3 +285,68 @@ def parse_options(
             )
         )
     return options, errors
+
+
+def topology_errors(where: str, location: str, raw: dict[str, Any]) -> list[checks.CheckMessage]:
+    """Connection options that do not go together, or a LOCATION that does not fit them."""
+    parts = urlsplit(location)
+    problems: list[tuple[str, str]] = []
+    if raw.get("cluster") and raw.get("sentinels"):
+        problems.append(
+            (
+                "sets both 'cluster' and 'sentinels'",
+                "Redis Cluster does its own failover: use 'cluster': True alone, or 'sentinels' "
+                "alone for a Sentinel-managed master.",
+            )
+        )
+    if raw.get("cluster"):
+        if parts.scheme == "unix":
+            problems.append(
+                (
+                    "sets 'cluster' with a unix:// LOCATION",
+                    "Give the redis:// or rediss:// URL of any cluster node.",
+                )
+            )
+        elif parts.path.strip("/") not in ("", "0"):
+            problems.append(
+                (
+                    f"sets 'cluster' with database {parts.path.strip('/')!r} in LOCATION",
+                    "Redis Cluster has only database 0: drop the database from the URL; give "
+                    "each backend instance its own 'queue_name' instead.",
+                )
+            )
+        if not _cluster_transactions():
+            problems.append(
+                (
+                    "sets 'cluster', but the installed redis-py has no transactions on a cluster",
+                    "Upgrade redis-py: pip install -U redis.",
+                )
+            )
+    if raw.get("sentinels"):
+        service = parts.netloc.rpartition("@")[2]
+        if parts.scheme == "unix" or not service or ":" in service:
+            problems.append(
+                (
+                    f"uses sentinels, and its LOCATION {location!r} does not name a service",
+                    "Write LOCATION as 'redis://[:password@]<service name>/<db>', e.g. "
+                    "'redis://mymaster/0'; the sentinels' addresses go in 'sentinels'.",
+                )
+            )
+        elif not parts.path.strip("/").isdigit() and parts.path.strip("/"):
+            problems.append(
+                (
+                    f"uses sentinels, and database {parts.path!r} is not a number",
+                    "End LOCATION with the database number, e.g. /0.",
+                )
+            )
+    return [
+        checks.Error(f"{where} {problem}.", hint=hint, id="redis_tasks.E008")
+        for problem, hint in problems
+    ]
+
+
+def _cluster_transactions() -> bool:
+    """Whether redis-py's cluster pipelines run MULTI/EXEC (added in redis-py 6)."""
+    import redis.cluster
+
+    return hasattr(redis.cluster, "TransactionStrategy")

@@ -16,9 +16,9 @@ from typing import Any, cast
 import redis
 import redis.asyncio
 
-from . import scripts
+from . import durability, scripts
 from .batching import ScriptBatcher
-from .connection import Connections, redacted
+from .connection import Connections, SyncClient, Topology, on_node_of, redacted
 from .exceptions import BackendUnavailable, QueueFull
 from .keys import Keys
 from .options import BackendOptions
@@ -71,19 +71,20 @@ class TaskStore:
         self.alias = alias
         self.options = options
         self.keys = Keys(options.namespace)
-        self.connections = Connections(options.location, options.connection_options)
-        self._scripts: dict[tuple[bool, str], Any] = {}
+        o = options
+        topology = Topology(o.location, o.cluster, o.sentinels, o.sentinel_kwargs)
+        self.connections = Connections(topology, options.connection_options)
+        self._waits = durability.wait_commands(options)
+        self._scripts: dict[tuple[type, str], Any] = {}
         # One per asyncio client (so per event loop); dropped with the client.
-        self._batchers: weakref.WeakKeyDictionary[redis.asyncio.Redis, ScriptBatcher] = (
-            weakref.WeakKeyDictionary()
-        )
+        self._batchers: weakref.WeakKeyDictionary[Any, ScriptBatcher] = weakref.WeakKeyDictionary()
 
     # --- plumbing -----------------------------------------------------------------------
 
     def _script(self, client: Any, source: str) -> Any:
         """The script bound to ``client``; one Script object per source and client kind, so
         clients of short-lived event loops are not kept alive by the cache."""
-        key = (isinstance(client, redis.asyncio.Redis), source)
+        key = (type(client), source)
         script = self._scripts.get(key)
         if script is None:
             script = self._scripts[key] = client.register_script(source)
@@ -140,25 +141,28 @@ class TaskStore:
         """Queue tasks, all or none, in one script call."""
         client = self.connections.sync
         script = self._script(client, scripts.ENQUEUE_SOURCE)
+        keys = self._enqueue_keys(requests[0].task_id)
+        args = [self.keys.prefix, *self._batch_argv(requests)]
         try:
-            reply = script(
-                keys=self._enqueue_keys(requests[0].task_id),
-                args=[self.keys.prefix, *self._batch_argv(requests)],
-            )
+            reply, acks = durability.enqueue(client, script, keys, args, self._waits)
         except redis.RedisError as exc:
             raise self.unavailable(exc) from exc
-        return self._enqueued(reply, requests)
+        enqueued = self._enqueued(reply, requests)
+        durability.check(self.alias, self.options, acks, requests)
+        return enqueued
 
     async def aenqueue(self, requests: Sequence[EnqueueRequest]) -> Enqueued:
-        script = self._script(self.connections.aio, scripts.ENQUEUE_SOURCE)
+        client = self.connections.aio
+        script = self._script(client, scripts.ENQUEUE_SOURCE)
+        keys = self._enqueue_keys(requests[0].task_id)
+        args = [self.keys.prefix, *self._batch_argv(requests)]
         try:
-            reply = await script(
-                keys=self._enqueue_keys(requests[0].task_id),
-                args=[self.keys.prefix, *self._batch_argv(requests)],
-            )
+            reply, acks = await durability.aenqueue(client, script, keys, args, self._waits)
         except redis.RedisError as exc:
             raise self.unavailable(exc) from exc
-        return self._enqueued(reply, requests)
+        enqueued = self._enqueued(reply, requests)
+        durability.check(self.alias, self.options, acks, requests)
+        return enqueued
 
     def tick(self, schedule: str, tick_ms: int, enqueue: bool, request: EnqueueRequest) -> str:
         """Enqueue one periodic tick, once however many workers call this for it.
@@ -283,7 +287,7 @@ class TaskStore:
         batcher = self._batchers.get(client)
         if batcher is None:
             self._script(client, scripts.FINISH_SOURCE)  # registers the Script object
-            script = self._scripts[(True, scripts.FINISH_SOURCE)]
+            script = self._scripts[(type(client), scripts.FINISH_SOURCE)]
             batcher = ScriptBatcher(client, script, [self.keys.running])
             self._batchers[client] = batcher
         return batcher
@@ -315,7 +319,7 @@ class TaskStore:
         script = self._script(self.connections.aio, scripts.REQUEUE_SOURCE)
         return int(await script(keys=key_list, args=argv))
 
-    def renew(self, client: redis.Redis, leases: dict[str, str]) -> list[str]:
+    def renew(self, client: SyncClient, leases: dict[str, str]) -> list[str]:
         """Extend the leases still held; return the ids whose lease was taken."""
         argv: list[Any] = [self.keys.prefix, int(self.options.lease_timeout * 1000)]
         for task_id, token in leases.items():
@@ -324,7 +328,7 @@ class TaskStore:
         return [x.decode() for x in lost]
 
     def register_worker(
-        self, client: redis.Redis, worker_id: str, info: dict[str, Any], ttl: float
+        self, client: SyncClient, worker_id: str, info: dict[str, Any], ttl: float
     ) -> None:
         """Announce a live worker; it vanishes by itself ``ttl`` seconds after its last call."""
         seconds, micros = client.time()
@@ -335,7 +339,7 @@ class TaskStore:
         pipe.pexpire(self.keys.worker(worker_id), int(ttl * 1000))
         pipe.execute()
 
-    def unregister_worker(self, client: redis.Redis, worker_id: str) -> None:
+    def unregister_worker(self, client: SyncClient, worker_id: str) -> None:
         pipe = client.pipeline(transaction=True)
         pipe.zrem(self.keys.workers, worker_id)
         pipe.delete(self.keys.worker(worker_id))
@@ -348,7 +352,8 @@ class TaskStore:
         try:
             config: dict[str, str] = {}
             for name in ("maxmemory-policy", "appendonly", "save"):
-                config |= {str(k): str(v) for k, v in client.config_get(name).items()}
+                found = client.config_get(name, **on_node_of(client, self.keys.prefix))
+                config |= {str(k): str(v) for k, v in found.items()}
         except redis.ResponseError:  # CONFIG is often disabled on managed Redis
             return []
         policy = config.get("maxmemory-policy", "noeviction")

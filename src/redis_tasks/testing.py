@@ -60,6 +60,7 @@ class RedisServer:
         self.binary = binary or server_binary()
         self.extra = list(extra)
         self.dir = ""
+        self.config: str | None = None  # a config file, given first (a sentinel needs one)
         self.process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -78,7 +79,8 @@ class RedisServer:
         if self.answers():
             raise RuntimeError(f"Something already answers on port {self.port}; not using it.")
         self.dir = self.dir or tempfile.mkdtemp(prefix="redis-tasks-")
-        command = [self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--dir", self.dir]
+        command = [self.binary, *([self.config] if self.config else [])]
+        command += ["--port", str(self.port), "--bind", "127.0.0.1", "--dir", self.dir]
         command += ["--save", "", "--appendonly", "no", "--daemonize", "no", *self.extra]
         self.process = subprocess.Popen(
             command, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT

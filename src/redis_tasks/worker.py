@@ -30,6 +30,7 @@ from .threads import TaskThreads
 
 if TYPE_CHECKING:
     from .backend import RedisBackend
+    from .connection import SyncClient
     from .store import Claim
 
 logger = logging.getLogger("redis_tasks")
@@ -432,7 +433,7 @@ class Worker:
                 client.close()
 
     def _register(
-        self, backend: RedisBackend, client: redis.Redis, in_flight: list[str], interval: float
+        self, backend: RedisBackend, client: SyncClient, in_flight: list[str], interval: float
     ) -> None:
         info = {
             "host": socket.gethostname(),

@@ -15,7 +15,7 @@ import redis
 from django.utils.timesince import timesince
 
 from ..backend import RedisBackend
-from ..connection import redacted
+from ..connection import SyncClient, redacted
 from ..ops import Inspector, TaskSummary
 
 # States in the order the dashboard shows them, with their labels.
@@ -39,7 +39,7 @@ MAX_MERGED_OFFSET = 2000
 DRAIN_BUDGET_SECONDS = 10.0
 
 
-def _now_ms(client: redis.Redis) -> int:
+def _now_ms(client: SyncClient) -> int:
     seconds, micros = client.time()
     return int(seconds) * 1000 + int(micros) // 1000
 
