@@ -77,6 +77,21 @@ def test_backend_wide_retry_defaults_apply_to_plain_tasks(background: Any) -> No
     assert exiting.attempts == 1  # SystemExit is not a ValueError
 
 
+def test_a_task_retried_by_an_operator_is_retried_again_by_its_policy(background: Any) -> None:
+    """A finished result keeps no queue score; the operator's retry gives it one, so the
+    retry policy (a requeue) and lease recovery still work on the new attempts."""
+    from redis_tasks.ops import Inspector
+
+    backend = task_backends["retrying"]
+    background("retrying")
+    result = tasks.fail.using(backend="retrying").enqueue("v")
+    assert finished(result).status == TaskResultStatus.FAILED
+    Inspector(backend).retry(result.id)
+    again = finished(result)
+    # two more attempts: the first failure was requeued by the policy (max_attempts 2)
+    assert [again.status, again.attempts, len(again.errors)] == [TaskResultStatus.FAILED, 4, 4]
+
+
 def test_tasks_without_retry_options_are_not_retried() -> None:
     result = tasks.fail.enqueue()
     burst()

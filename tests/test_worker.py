@@ -181,7 +181,6 @@ def _plant(clean_redis: redis.Redis, **fields: Any) -> str:
         "score": "1",
         "args": "[1, 2]",
         "kwargs": "{}",
-        "ctx": "0",
         "backend": "default",
         "status": "READY",
         "enqueued_at": "1",

@@ -132,7 +132,6 @@ class RedisBackend(BaseTaskBackend):  # type: ignore[misc,unused-ignore]
             path=task.module_path,
             args_json=args_json,
             kwargs_json=kwargs_json,
-            takes_context=task.takes_context,
             run_after_ms=None if task.run_after is None else to_ms(task.run_after),
             unique_key=task.unique_key(args_json, kwargs_json, args, kwargs)
             if isinstance(task, RedisTask)

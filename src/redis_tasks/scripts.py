@@ -135,13 +135,13 @@ end
 # Shared by ENQUEUE and TICK: queue a batch of tasks, all or none.
 # KEYS: queues, sequence, expiry, wake (then anything the caller uses)
 # ARGV from `at`: maxsize|'', ttl_ms|'', backend alias, count, then per task TASK_FIELDS values:
-#   id, queue, priority, run_after_ms|'', path, args, kwargs, takes_context, unique key|'',
+#   id, queue, priority, run_after_ms|'', path, args, kwargs, unique key|'',
 #   max_attempts|'' (the task's own, for recovering from lost workers)
 # Returns {1, now, existing id|'' per task} when queued (an existing id: a unique task already
 # queued or running, returned instead of a new one), {0, waiting} when the backend would pass
 # maxsize, {-1, id} when an id is taken.
 _ENQUEUE_BATCH = r"""
-local TASK_FIELDS = 10
+local TASK_FIELDS = 9
 local function enqueue_batch(prefix, at, now)
   local maxsize, ttl = tonumber(ARGV[at]), tonumber(ARGV[at + 1])
   local backend, count = ARGV[at + 2], tonumber(ARGV[at + 3])
@@ -149,7 +149,7 @@ local function enqueue_batch(prefix, at, now)
   local existing, claimed_keys, new = {}, {}, 0
   for t = 0, count - 1 do
     local f = first + t * TASK_FIELDS
-    local id, unique = ARGV[f], ARGV[f + 8]
+    local id, unique = ARGV[f], ARGV[f + 7]
     if redis.call('EXISTS', prefix .. '@TASK@' .. id) == 1 then return {-1, id} end
     existing[t + 1] = ''
     if unique ~= '' then
@@ -190,13 +190,13 @@ local function enqueue_batch(prefix, at, now)
       local due = (run_after and run_after > now) and run_after or now
       local fields = {'path', ARGV[f + 4], 'queue', queue, 'priority', ARGV[f + 2],
                       'score', score, 'args', ARGV[f + 5], 'kwargs', ARGV[f + 6],
-                      'ctx', ARGV[f + 7], 'backend', backend, 'status', 'READY',
+                      'backend', backend, 'status', 'READY',
                       'enqueued_at', now}
       local function field(name, value) fields[#fields + 1], fields[#fields + 2] = name, value end
-      if ARGV[f + 9] ~= '' then field('max_attempts', ARGV[f + 9]) end
-      if ARGV[f + 8] ~= '' then
-        field('unique', ARGV[f + 8])
-        redis.call('SET', prefix .. '@UNIQUE@' .. ARGV[f + 8], id)
+      if ARGV[f + 8] ~= '' then field('max_attempts', ARGV[f + 8]) end
+      if ARGV[f + 7] ~= '' then
+        field('unique', ARGV[f + 7])
+        redis.call('SET', prefix .. '@UNIQUE@' .. ARGV[f + 7], id)
       end
       if run_after then field('run_after', ARGV[f + 3]) end
       if ttl then field('expires_at', due + ttl) end
@@ -476,7 +476,8 @@ for t = 0, count - 1 do
     out[t + 1] = 0  -- not ours (or not a hash any more): rejected, nothing changed
   else
     if held[2] then release_unique(prefix, key, held[2]) end
-    redis.call('HDEL', key, 'owner')
+    -- What only a waiting or running task needs goes, so a kept result takes less memory.
+    redis.call('HDEL', key, 'owner', 'score', 'expires_at')
     local fields = {'status', status, 'finished_at', now}
     if ARGV[f + 3] ~= '' then
       fields[#fields + 1], fields[#fields + 2] = 'return', ARGV[f + 3]
@@ -586,12 +587,14 @@ if unique then  -- a retried unique task takes its key back, unless another task
   end
   redis.call('SET', ukey, id)
 end
-redis.call('HSET', KEYS[1], 'status', 'READY', 'uncounted', starts_of(KEYS[1]))
+-- The front of its priority; a finished task's score was dropped, so it gets this one.
+local score = string.format('%.0f', (100 - priority) * 1099511627776)
+redis.call('HSET', KEYS[1], 'status', 'READY', 'uncounted', starts_of(KEYS[1]), 'score', score)
 redis.call('HDEL', KEYS[1], 'finished_at', 'owner')
 redis.call('PERSIST', KEYS[1])
 redis.call('ZREM', prefix .. '@DONE@' .. 'FAILED', id)
 redis.call('ZREM', prefix .. '@DEAD@', id)
-redis.call('ZADD', ready, (100 - priority) * 1099511627776, id)
+redis.call('ZADD', ready, score, id)
 redis.call('SADD', KEYS[3], queue)
 wake(KEYS[4])
 return 1

@@ -37,7 +37,6 @@ class EnqueueRequest:
     path: str
     args_json: str
     kwargs_json: str
-    takes_context: bool
     run_after_ms: int | None
     unique_key: str | None = None
     max_attempts: int | None = None  # the task's own; None: the backend's
@@ -120,7 +119,7 @@ class TaskStore:
         for r in requests:
             argv += [
                 r.task_id, r.queue, r.priority, "" if r.run_after_ms is None else r.run_after_ms,
-                r.path, r.args_json, r.kwargs_json, "1" if r.takes_context else "0",
+                r.path, r.args_json, r.kwargs_json,
                 r.unique_key or "", "" if r.max_attempts is None else r.max_attempts,
             ]  # fmt: skip
         return argv
