@@ -42,6 +42,7 @@ def test_retried_until_it_succeeds_keeping_every_error(background: Any) -> None:
     assert result.attempts == 3 and len(result.worker_ids) == 3
     assert [e.exception_class_path for e in result.errors] == ["builtins.ConnectionError"] * 2
     assert "attempt 1 failed" in result.errors[0].traceback
+    assert result.started_at < result.last_attempted_at < result.finished_at
 
 
 def test_fails_after_max_attempts(background: Any) -> None:

@@ -405,9 +405,11 @@ local function claim_round()
     else
       claimed = claimed + 1
       local token = token_base .. ':' .. claimed
-      local fields = {'status', 'RUNNING', 'owner', token, 'last_attempted_at', now,
+      -- The first attempt's start is `started_at` alone (readers take it for
+      -- `last_attempted_at` too), which keeps a result's hash smaller.
+      local fields = {'status', 'RUNNING', 'owner', token,
+                      f[3] and 'last_attempted_at' or 'started_at', now,
                       'workers', json_append(f[2], cjson.encode(worker_id))}
-      if not f[3] then fields[#fields + 1], fields[#fields + 2] = 'started_at', now end
       redis.call('HSET', key, unpack(fields))
       leases[#leases + 1], leases[#leases + 2] = now + lease_ms, id
       started[#started + 1] = id

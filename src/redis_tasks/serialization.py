@@ -115,7 +115,8 @@ def result_from_hash(task_id: str, fields: dict[bytes, bytes]) -> Any:
             enqueued_at=from_ms(fields.get(b"enqueued_at")),
             started_at=from_ms(fields.get(b"started_at")),
             finished_at=from_ms(fields.get(b"finished_at")),
-            last_attempted_at=from_ms(fields.get(b"last_attempted_at")),
+            # Only a later attempt stores its own start; the first one's is started_at.
+            last_attempted_at=from_ms(fields.get(b"last_attempted_at", fields.get(b"started_at"))),
             args=args,
             kwargs=kwargs,
             backend=_text(fields, "backend") or "",
