@@ -120,7 +120,7 @@ def test_run_after_waits_on_every_shard(shards: list[RedisBackend], background: 
     background(*SHARDS)
     for result in results:
         wait_until(lambda r=result: r.refresh() or r.status == TaskResultStatus.SUCCESSFUL)
-        assert result.started_at >= due
+        assert result.started_at >= due.replace(microsecond=due.microsecond // 1000 * 1000)
 
 
 def test_a_lost_lease_is_recovered_on_its_shard(shards: list[RedisBackend]) -> None:

@@ -158,7 +158,7 @@ def test_processes_second_signal_to_the_supervisor_exits_now(
         wait_until(lambda: log.read_text().count("no new tasks are claimed") == 2)
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(60) == 1
-    assert "SIGUSR1: exiting now" in log.read_text()
+    assert "Second stop signal (SIGUSR1): exiting now" in log.read_text()
     assert refreshed(running).status == TaskResultStatus.RUNNING  # left to its lease
 
 

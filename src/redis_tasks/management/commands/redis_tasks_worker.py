@@ -9,6 +9,7 @@ import logging
 import os
 import signal
 import sys
+import time
 from typing import Any
 
 from django.core.exceptions import ImproperlyConfigured
@@ -18,6 +19,8 @@ from redis_tasks.progress import show_progress
 from redis_tasks.runner import redis_backends
 from redis_tasks.supervisor import EXIT_NOW, SUPERVISED, Supervisor
 from redis_tasks.worker import DEFAULT_GRACE, Worker
+
+DUPLICATE_WINDOW = 2.0  # seconds: a second stop signal this soon is the same stop
 
 
 def child_args(options: dict[str, Any]) -> list[str]:
@@ -160,20 +163,26 @@ class Command(BaseCommand):
 
     async def _run(self, worker: Worker, backends: list[Any], progress: bool) -> None:
         loop = asyncio.get_running_loop()
-        # A child of --processes: SIGTERM/SIGINT only ever stop it gracefully (systemd and the
-        # supervisor may both send one), and the supervisor's EXIT_NOW makes it exit at once.
+        # A child of --processes: the supervisor's EXIT_NOW makes it exit at once.
         supervised = os.environ.get(SUPERVISED) == "1"
 
+        first_signal_at: list[float] = []
+
         def on_signal(signum: int) -> None:
-            exit_now = signum == EXIT_NOW if supervised else worker.stopping
-            if exit_now:
+            # Under --processes the same stop may come twice at once (from systemd and from
+            # the supervisor): a repeat within DUPLICATE_WINDOW is that, a later one means
+            # "exit now" as for a single process.
+            now = time.monotonic()
+            repeat = bool(first_signal_at) and now - first_signal_at[0] < DUPLICATE_WINDOW
+            first_signal_at[:] = first_signal_at or [now]
+            if supervised and signum != EXIT_NOW and repeat:
+                return
+            if signum == EXIT_NOW or worker.stopping:
                 self.stderr.write(
-                    f"{'Second ' if not supervised else ''}{signal.Signals(signum).name}: "
-                    "exiting now; leases return the running tasks to their queues."
+                    f"Second stop signal ({signal.Signals(signum).name}): exiting now; leases "
+                    "return the running tasks to their queues."
                 )
                 os._exit(1)
-            if worker.stopping:
-                return  # under --processes, the same stop reaches a child twice
             self.stderr.write(
                 f"{signal.Signals(signum).name}: no new tasks are claimed; running tasks get "
                 f"{worker.grace:g}s, then go back to their queues (signal again to exit now)."
