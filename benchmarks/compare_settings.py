@@ -37,6 +37,8 @@ LOGGING = {
     "filters": {"expected": {"()": WithoutPersistenceWarning}},
     "handlers": {"console": {"class": "logging.StreamHandler", "filters": ["expected"]}},
     "root": {"handlers": ["console"], "level": "WARNING"},
+    # The frameworks log every task's start and end at INFO/DEBUG: not what is measured here.
+    "loggers": {name: {"level": "WARNING"} for name in ("django.tasks", "django_tasks")},
 }
 
 if SYSTEM == "redis_tasks":
