@@ -245,6 +245,7 @@ def plot(data: dict[str, Any], sizes: Any, path: Path) -> None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import FuncFormatter
 
     systems = [key for key in SYSTEM_KEYS if key in data]
     labels = [data[k]["label"].replace(" (SQLite)", "\n(SQLite)") for k in systems]
@@ -261,6 +262,10 @@ def plot(data: dict[str, Any], sizes: Any, path: Path) -> None:
             ax.bar(xs, heights, width, label=name)
         ax.set_xticks(range(len(systems)), labels, fontsize=8)
         ax.set_yscale("log")
+        ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:,g}"))
+        ax.yaxis.set_minor_formatter(
+            FuncFormatter(lambda v, _: f"{v:,g}" if f"{v:g}"[0] in "25" else "")
+        )
         ax.set_ylabel(ylabel)
         ax.set_title(title)
         ax.legend(fontsize=8)
