@@ -89,7 +89,8 @@ def child(system_key: str, sizes_json: str, scaling: bool, leak: int, out: str) 
     from benchmarks.systems import SYSTEMS
 
     raw = json.loads(sizes_json)
-    sizes = Sizes(**{k: tuple(v) if isinstance(v, list) else v for k, v in raw.items()})
+    fields: dict[str, Any] = {k: tuple(v) if isinstance(v, list) else v for k, v in raw.items()}
+    sizes = Sizes(**fields)
     system = SYSTEMS[system_key]()
     system.start()
     try:

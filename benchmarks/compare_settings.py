@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
+from typing import Any
 
 SYSTEM = os.environ.get("REDIS_TASKS_BENCH_SYSTEM", "redis_tasks")
 REDIS_URL = os.environ.get("REDIS_TASKS_BENCH_URL", "")
@@ -21,7 +22,8 @@ DEBUG = False
 USE_TZ = True
 TIME_ZONE = "UTC"
 INSTALLED_APPS: list[str] = []
-DATABASES: dict[str, dict[str, object]] = {}
+DATABASES: dict[str, dict[str, Any]] = {}
+TASKS: dict[str, dict[str, Any]] = {}
 
 
 class WithoutPersistenceWarning(logging.Filter):

@@ -190,7 +190,7 @@ class Measures:
         """Seconds for ``sizes.sleepers`` 10 ms tasks in one process, first start to last end."""
         s = self.sizes
         options = {"concurrency": 100} if self.ours else {}
-        kinds = [("sleep_sync", self.tasks.sleep10)]
+        kinds: list[tuple[str, Any]] = [("sleep_sync", self.tasks.sleep10)]
         if self.ours:  # the peers run one task at a time, async or not: ~10 s a run for them
             kinds.append(("sleep_async", self.tasks.asleep10))
         for key, task in kinds:

@@ -18,7 +18,10 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, suppress
 from importlib.metadata import version
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
+
+if TYPE_CHECKING:
+    from redis_tasks.backend import RedisBackend
 
 ROOT = Path(__file__).resolve().parent.parent
 SETTINGS = "benchmarks.compare_settings"
@@ -149,12 +152,12 @@ class RedisTasks(System):
         super().setup()
         from django.tasks import task_backends
 
-        self.backend = task_backends["default"]
+        self.backend = cast("RedisBackend", task_backends["default"])
 
     def fill(self, task: Any, count: int) -> list[str]:
         ids: list[str] = []
         for start in range(0, count, 1000):
-            calls = [((), {})] * min(1000, count - start)
+            calls: list[tuple[Any, Any]] = [((), {})] * min(1000, count - start)
             ids.extend(r.id for r in self.backend.enqueue_many(task, calls))
         return ids
 
