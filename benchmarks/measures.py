@@ -28,8 +28,8 @@ class Sizes:
     runs: int = 3
     enqueue: int = 3000  # task.enqueue() calls per enqueue run
     bulk: int = 10_000  # tasks per bulk run (where the system has bulk enqueue)
-    drain: int = 5000  # tasks per drain run, this backend
-    peer_drain: int = 1000  # tasks per drain run, peers (they drain 10-50x slower)
+    drain: int = 4000  # tasks per drain run, this backend
+    peer_drain: int = 600  # tasks per drain run, peers (they drain 3-10x slower)
     sleepers: int = 500  # 10 ms tasks
     samples: int = 200  # idle latency samples per run
     backlog: int = 10_000  # backlog under the priority-100 latency
