@@ -4,7 +4,7 @@ Run through ``scripts/bench`` (it builds the benchmark virtualenv first)::
 
     scripts/bench            # the full comparison, then the report and the plot
     scripts/bench --quick    # a smoke run with small sizes
-    scripts/bench --leak     # also: worker RSS after 10,000 and after 1,000,000 tasks
+    scripts/bench --leak     # instead: worker RSS after 10,000 and after 1,000,000 tasks
 
 Each system runs in its own child process (Django settings are per process), with its own
 private ``redis-server`` (a free port and a temp dir; never the shared one on 6379) or temp
