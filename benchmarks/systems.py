@@ -9,6 +9,7 @@ number of processes, how to queue many tasks fastest, and how much memory its st
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -60,6 +61,7 @@ class System:
     def stop(self) -> None:
         if self.server is not None:
             self.server.stop()
+        shutil.rmtree(self.tmp, ignore_errors=True)
 
     def setup(self) -> None:
         """After django.setup(): whatever the store needs before the first task."""
@@ -241,8 +243,7 @@ class TasksDB(System):
         os.environ.update(self.env)
 
     def stop(self) -> None:
-        for suffix in ("", "-wal", "-shm"):
-            Path(self.path + suffix).unlink(missing_ok=True)
+        shutil.rmtree(self.tmp, ignore_errors=True)  # the SQLite file and its -wal, -shm
 
     def setup(self) -> None:
         from django.core.management import call_command
