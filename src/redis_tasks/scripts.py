@@ -345,11 +345,7 @@ for i = 8, #ARGV do queues[#queues + 1] = ARGV[i] end
 if #queues == 0 then queues = redis.call('SMEMBERS', KEYS[3]) end
 local served = {}
 for q = 1, #queues do
-  local ready = prefix .. '@READY@' .. queues[q]
-  local deferred = prefix .. '@DEFERRED@' .. queues[q]
-  usable(ready, 'zset', now)
-  usable(deferred, 'zset', now)
-  served[q] = {ready, deferred}
+  served[q] = {prefix .. '@READY@' .. queues[q], prefix .. '@DEFERRED@' .. queues[q]}
 end
 
 -- 3. Deferred tasks that are due move to the front of their priority in the ready set, so a
@@ -358,7 +354,7 @@ end
 --    below every sequence number (< 2^39) of tasks queued normally.
 for q = 1, #served do
   local ready, deferred = served[q][1], served[q][2]
-  local due = redis.call('ZRANGEBYSCORE', deferred, '-inf', now, 'LIMIT', 0, 1000)
+  local due = repaired('ZRANGEBYSCORE', deferred, '-inf', now, 'LIMIT', 0, 1000)
   for i = 1, #due do
     local id = due[i]
     local key = prefix .. '@TASK@' .. id
@@ -367,7 +363,7 @@ for q = 1, #served do
     redis.call('ZREM', deferred, id)
     if priority then
       local band = (100 - priority) * 1099511627776 - 549755813888
-      redis.call('ZADD', ready, band + (tonumber(due_at) % 274877906944), id)
+      repaired('ZADD', ready, band + (tonumber(due_at) % 274877906944), id)
     else
       dead(id)
     end
@@ -379,10 +375,11 @@ end
 --    ready set in one ZREM per queue and enters the lease set in one ZADD.
 local out = {now, -1, quarantined}
 local claimed = 0
+local left_in_ready = {}  -- per queue: true when the last round left entries in its ready set
 local function claim_round()
   local heads, at = {}, {}
   for q = 1, #served do
-    heads[q] = redis.call('ZRANGE', served[q][1], 0, max_count - claimed - 1, 'WITHSCORES')
+    heads[q] = repaired('ZRANGE', served[q][1], 0, max_count - claimed - 1, 'WITHSCORES')
     at[q] = 1
   end
   local taken, leases, started, found_dead = {}, {}, {}, false
@@ -420,6 +417,7 @@ local function claim_round()
     end
   end
   for q, ids in pairs(taken) do redis.call('ZREM', served[q][1], unpack(ids)) end
+  for q = 1, #served do left_in_ready[q] = at[q] <= #heads[q] end
   if #started > 0 then
     redis.call('ZADD', KEYS[1], unpack(leases))
     redis.call('ZREM', KEYS[2], unpack(started))
@@ -431,8 +429,10 @@ while claim_round() and claimed < max_count do end
 
 -- A queue left with nothing waiting is forgotten until its next enqueue or requeue, so the set
 -- of queues does not grow forever with names no longer used.
+-- A queue whose heads were not all taken is known to hold tasks: no count needed.
 for q = 1, #served do
-  if redis.call('ZCARD', served[q][1]) == 0 and redis.call('ZCARD', served[q][2]) == 0 then
+  if not left_in_ready[q] and redis.call('ZCARD', served[q][1]) == 0
+     and redis.call('ZCARD', served[q][2]) == 0 then
     redis.call('SREM', KEYS[3], queues[q])
   end
 end
