@@ -105,3 +105,19 @@ def test_a_failed_trip_reaches_every_caller_and_the_next_trip_works() -> None:
             return int(await batcher.call(["counter"], [1]))
 
         assert run(calls, server) == 1
+
+
+def test_a_batcher_does_not_keep_its_client_alive(redis_server: RedisServer) -> None:
+    """The store keeps one batcher per event loop's client in a WeakKeyDictionary: a batcher
+    holding its client strongly would keep every closed loop's client for good."""
+    import gc
+    import weakref
+
+    registrar = redis.asyncio.Redis.from_url(redis_server.url + "/12")  # as the store's first
+    client = redis.asyncio.Redis.from_url(redis_server.url + "/12")
+    batcher = ScriptBatcher(client, registrar.register_script(SOURCE), [])
+    gone = weakref.ref(client)
+    del client
+    gc.collect()
+    assert gone() is None
+    assert batcher is not None

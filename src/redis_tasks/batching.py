@@ -10,8 +10,10 @@ once, on the next turn of the loop.
 from __future__ import annotations
 
 import asyncio
+import weakref
 from typing import Any
 
+import redis
 from redis.exceptions import NoScriptError
 
 from .connection import AsyncClient
@@ -28,7 +30,9 @@ class ScriptBatcher:
     each item (a fixed number per item), and returns one reply per item."""
 
     def __init__(self, client: AsyncClient, script: Any, keys: list[str]) -> None:
-        self._client = client
+        # Weak: the store keeps batchers per client in a WeakKeyDictionary, and a batcher must
+        # not keep a closed loop's client alive.
+        self._client_ref = weakref.ref(client)
         self._script = script  # an AsyncScript: its sha, and its source to load it again
         self._keys = keys
         self._pending: dict[tuple[Any, ...], list[tuple[list[Any], asyncio.Future[Any]]]] = {}
@@ -74,15 +78,18 @@ class ScriptBatcher:
     async def _send(self, argvs: list[list[Any]]) -> list[Any]:
         """One pipeline of EVALSHA calls; those that met an unloaded script (a restarted or
         flushed server) are sent again once it is loaded."""
+        client = self._client_ref()
+        if client is None:
+            raise redis.ConnectionError("the event loop's Redis client is closed")
         numkeys = len(self._keys)
-        pipe = self._client.pipeline(transaction=False)
+        pipe = client.pipeline(transaction=False)
         for argv in argvs:
             pipe.execute_command("EVALSHA", self._script.sha, numkeys, *self._keys, *argv)
         replies: list[Any] = await pipe.execute(raise_on_error=False)
         missing = [i for i, reply in enumerate(replies) if isinstance(reply, NoScriptError)]
         if missing:
-            self._script.sha = await self._client.script_load(self._script.script)
-            again = self._client.pipeline(transaction=False)
+            self._script.sha = await client.script_load(self._script.script)
+            again = client.pipeline(transaction=False)
             for i in missing:
                 again.execute_command("EVALSHA", self._script.sha, numkeys, *self._keys, *argvs[i])
             for i, reply in zip(missing, await again.execute(raise_on_error=False), strict=True):

@@ -115,7 +115,6 @@ class Worker:
         self._stopping = asyncio.Event()
         self._capacity_freed = asyncio.Event()
         # Room for the abandoned threads of timed-out sync tasks, so they cost no capacity.
-        # Room for the abandoned threads of timed-out sync tasks, so they cost no capacity.
         self._threads = TaskThreads(
             self._loop, self.concurrency + self.max_abandoned, name="redis-tasks"
         )
