@@ -28,12 +28,15 @@ def _die_with_parent(parent: int) -> Callable[[], None]:
     Linux to send it SIGTERM (its graceful stop) when the supervisor dies. Runs in the child
     between fork and exec; a supervisor that died before that is seen by the parent pid."""
 
-    def arrange() -> None:
-        if sys.platform == "linux":
-            import ctypes
+    prctl = None
+    if sys.platform == "linux":  # looked up here: the child must not import (or lock) anything
+        import ctypes
 
-            pr_set_pdeathsig = 1
-            ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM)
+        prctl = ctypes.CDLL(None, use_errno=True).prctl
+
+    def arrange() -> None:
+        if prctl is not None:
+            prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
         if os.getppid() != parent:
             os._exit(0)
 
@@ -65,7 +68,8 @@ class Supervisor:
     def _forward(self, signum: int, frame: FrameType | None) -> None:
         """The first signal asks the children to stop gracefully; a second one, to exit now.
         They may get the first one from elsewhere too (systemd signals every process of the
-        unit), so they take SIGTERM/SIGINT only as the graceful stop and EXIT_NOW as the other."""
+        unit), so they take a repeat within seconds for the same stop, and EXIT_NOW as the
+        other."""
         self.signals += 1
         for child in self.children:
             if child.poll() is None:
