@@ -295,57 +295,52 @@ def plot(data: dict[str, Any], sizes: Any, path: Path) -> None:
         "ms (log)",
         "Latency enqueue → finished seen (lower is better; RQ: no priority)",
     )
+
+    def scaling_panel(
+        ax: Any, prefix: str, xs: list[int], rates: list[tuple[str, str]], latency: str,
+        xlabel: str, title: str,
+    ) -> None:  # fmt: skip
+        """Our rates (left axis) and p50/p99 latency (right axis) by ``{prefix}{x}_{key}``."""
+        for key, name in rates:
+            ax.plot(xs, [median(ours_values[f"{prefix}{x}_{key}"]) for x in xs], "o-", label=name)
+        ax.set_xscale("log")
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel("tasks/s")
+        ax.set_ylim(bottom=0)
+        twin = ax.twinx()
+        for key, style in (("p50", "s--"), ("p99", "^--")):
+            twin.plot(
+                xs,
+                [median(ours_values[f"{prefix}{x}_{key}"]) for x in xs],
+                style,
+                color="gray",
+                label=f"{latency} {key}",
+            )
+        twin.set_ylabel("ms")
+        twin.set_ylim(bottom=0)
+        ax.legend(loc="lower left", fontsize=8)
+        twin.legend(loc="lower right", fontsize=8)
+        ax.set_title(title)
+
     if scaling:
-        depths = [d for d in sizes.depths if f"depth{d}_drain" in ours_values]
-        ax = axes[0, 1]
-        for key, name in (("enqueue", "enqueue loop"), ("drain", "drain, 1 proc")):
-            ax.plot(
-                depths, [median(ours_values[f"depth{d}_{key}"]) for d in depths], "o-", label=name
-            )
-        ax.set_xscale("log")
-        ax.set_xlabel("tasks queued")
-        ax.set_ylabel("tasks/s")
-        ax.set_ylim(bottom=0)
-        twin = ax.twinx()
-        for key, style in (("p50", "s--"), ("p99", "^--")):
-            twin.plot(
-                depths,
-                [median(ours_values[f"depth{d}_{key}"]) for d in depths],
-                style,
-                color="gray",
-                label=f"prio-100 latency {key}",
-            )
-        twin.set_ylabel("ms")
-        twin.set_ylim(bottom=0)
-        ax.legend(loc="lower left", fontsize=8)
-        twin.legend(loc="lower right", fontsize=8)
-        ax.set_title("django-redis-tasks: by queue depth")
-        counts = [c for c in sizes.queue_counts if f"queues{c}_drain" in ours_values]
-        ax = axes[1, 1]
-        ax.plot(
-            counts,
-            [median(ours_values[f"queues{c}_drain"]) for c in counts],
-            "o-",
-            label="drain, 1 proc",
+        scaling_panel(
+            axes[0, 1],
+            "depth",
+            [d for d in sizes.depths if f"depth{d}_drain" in ours_values],
+            [("enqueue", "enqueue loop"), ("drain", "drain, 1 proc")],
+            "prio-100 latency",
+            "tasks queued",
+            "django-redis-tasks: by queue depth",
         )
-        ax.set_xscale("log")
-        ax.set_xlabel("queues served by the worker")
-        ax.set_ylabel("tasks/s")
-        ax.set_ylim(bottom=0)
-        twin = ax.twinx()
-        for key, style in (("p50", "s--"), ("p99", "^--")):
-            twin.plot(
-                counts,
-                [median(ours_values[f"queues{c}_{key}"]) for c in counts],
-                style,
-                color="gray",
-                label=f"idle latency {key}",
-            )
-        twin.set_ylabel("ms")
-        twin.set_ylim(bottom=0)
-        ax.legend(loc="lower left", fontsize=8)
-        twin.legend(loc="lower right", fontsize=8)
-        ax.set_title("django-redis-tasks: by queues served")
+        scaling_panel(
+            axes[1, 1],
+            "queues",
+            [c for c in sizes.queue_counts if f"queues{c}_drain" in ours_values],
+            [("drain", "drain, 1 proc")],
+            "idle latency",
+            "queues served by the worker",
+            "django-redis-tasks: by queues served",
+        )
     fig.tight_layout()
     fig.savefig(path, dpi=90)
 

@@ -285,8 +285,7 @@ class TaskStore:
         client = self.connections.aio
         batcher = self._batchers.get(client)
         if batcher is None:
-            self._script(client, scripts.FINISH_SOURCE)  # registers the Script object
-            script = self._scripts[(type(client), scripts.FINISH_SOURCE)]
+            script = self._script(client, scripts.FINISH_SOURCE).func  # the Script object
             batcher = ScriptBatcher(client, script, [self.keys.running])
             self._batchers[client] = batcher
         return batcher
