@@ -147,6 +147,7 @@ class SentinelGroup:
                 replica.start()
             with redis.Redis(port=self.master.port, password=self.password) as client:
                 _wait(lambda: self._replicas_online(client), "replicas online")
+                _wait(lambda: self._replicas_acknowledge(client), "replicas acknowledging")
             ids = [secrets.token_hex(20) for _ in range(3)]
             extra = ("--requirepass", self.sentinel_password) if self.sentinel_password else ()
             self.sentinels = [RedisServer(None, self.binary, "--sentinel", *extra) for _ in ids]
@@ -164,6 +165,15 @@ class SentinelGroup:
         return int(info.get("connected_slaves", 0)) == len(self.replicas) and all(
             info[f"slave{i}"]["state"] == "online" for i in range(len(self.replicas))
         )
+
+    def _replicas_acknowledge(self, client: redis.Redis) -> bool:
+        """Whether every replica confirms a write at once. A replica the master reports
+        online may still be loading its first copy (slow on a busy disk), and a WAIT sent
+        meanwhile times out: the group is ready only once a write is acknowledged."""
+        if not self.replicas:
+            return True
+        client.set("redis-tasks-test:replicated", secrets.token_hex(4))
+        return int(client.wait(len(self.replicas), 200)) == len(self.replicas)
 
     def _configure(self, sentinel: RedisServer, myid: str, ids: list[str]) -> None:
         """Write a sentinel's config file (a sentinel needs a writable one). Each is told the
