@@ -15,7 +15,11 @@ ROOT = "redis_tasks"
 
 # Suffixes, after the instance prefix.
 SEQUENCE = "seq"  # string: counter giving FIFO order within a priority
-QUEUES = "queues"  # set: every queue name that ever held a task
+QUEUES = "queues"  # set: every queue name that holds tasks (forgotten once empty)
+HEADS = "heads"  # sorted set: queue with ready tasks -> lower bound of its best ready score
+DUE = "due"  # sorted set: queue with deferred tasks -> lower bound of its earliest run_after (ms)
+SWEPT = "swept"  # string with a PX expiry: the claim's sweeps ran less than a period ago
+RECONCILED = "reconciled"  # string with a PX expiry: the index was checked against `queues`
 READY = "ready:"  # + queue; sorted set: task id -> priority/sequence score
 DEFERRED = "deferred:"  # + queue; sorted set: task id -> run_after (ms, Redis clock)
 RUNNING = "running"  # sorted set: task id -> lease deadline (ms, Redis clock)
@@ -52,6 +56,22 @@ class Keys:
     @property
     def queues(self) -> str:
         return self.prefix + QUEUES
+
+    @property
+    def heads(self) -> str:
+        return self.prefix + HEADS
+
+    @property
+    def due(self) -> str:
+        return self.prefix + DUE
+
+    @property
+    def swept(self) -> str:
+        return self.prefix + SWEPT
+
+    @property
+    def reconciled(self) -> str:
+        return self.prefix + RECONCILED
 
     @property
     def running(self) -> str:

@@ -247,7 +247,7 @@ class Inspector:
     def _operate(self, task_id: str, mode: str) -> None:
         k, ttl = self.keys, self.backend.config.result_ttl
         script = self.store._script(self.client, scripts.OPERATE_SOURCE)
-        reply = script(keys=[k.task(task_id), k.expiry, k.queues, k.wake],
+        reply = script(keys=[k.task(task_id), k.expiry, k.queues, k.wake, k.heads],
                        args=[k.prefix, task_id, mode, "" if ttl is None else ttl])  # fmt: skip
         if reply != 1:
             raise OperationRefused(f"cannot {mode} task {task_id!r}: {reply.decode()}")

@@ -130,10 +130,18 @@ end
 local function wake(key)
   if repaired('LPUSH', key, '1') > 64 then redis.call('LTRIM', key, 0, 63) end
 end
+-- The index of queues, so that a claim reads only the best queues, not every one: `heads`
+-- scores each queue holding ready tasks with a lower bound of its best ready score, `due` each
+-- queue holding deferred tasks with a lower bound of its earliest due time. Whatever adds to a
+-- ready or deferred set lowers the bound (ZADD LT); removals leave it low, and the claim that
+-- next reads the queue puts the true value back. A bound is never above the truth, so nothing
+-- waiting is ever overlooked.
+local function index_ready(heads, queue, score) repaired('ZADD', heads, 'LT', score, queue) end
+local function index_due(due, queue, at) repaired('ZADD', due, 'LT', at, queue) end
 """
 
 # Shared by ENQUEUE and TICK: queue a batch of tasks, all or none.
-# KEYS: queues, sequence, expiry, wake (then anything the caller uses)
+# KEYS: queues, sequence, expiry, wake, heads, due (then anything the caller uses)
 # ARGV from `at`: maxsize|'', ttl_ms|'', backend alias, count, then per task TASK_FIELDS values:
 #   id, queue, priority, run_after_ms|'', path, args, kwargs, unique key|'',
 #   max_attempts|'' (the task's own, for recovering from lost workers)
@@ -174,7 +182,7 @@ local function enqueue_batch(prefix, at, now)
   end
   -- From here on every step succeeds (a key of a wrong type is moved aside, never an error),
   -- so the batch is queued whole.
-  local added = {}
+  local added, best_ready, first_due = {}, {}, {}
   for t = 0, count - 1 do
     if existing[t + 1] == '' then
       local f = first + t * TASK_FIELDS
@@ -207,12 +215,16 @@ local function enqueue_batch(prefix, at, now)
       end
       if due > now then
         repaired('ZADD', prefix .. '@DEFERRED@' .. queue, run_after, id)
+        first_due[queue] = math.min(first_due[queue] or run_after, run_after)
       else
         repaired('ZADD', prefix .. '@READY@' .. queue, score, id)
+        best_ready[queue] = math.min(best_ready[queue] or tonumber(score), tonumber(score))
       end
       if ttl then repaired('ZADD', KEYS[3], due + ttl, id) end
     end
   end
+  for queue, s in pairs(best_ready) do index_ready(KEYS[5], queue, s) end
+  for queue, at in pairs(first_due) do index_due(KEYS[6], queue, at) end
   if new > 0 then
     wake(KEYS[4])
     tally(prefix, 'enqueued', new)
@@ -223,13 +235,13 @@ local function enqueue_batch(prefix, at, now)
 end
 """
 
-# KEYS: queues, sequence, expiry, wake, first task (for routing)
+# KEYS: queues, sequence, expiry, wake, heads, due, first task (for routing)
 # ARGV: prefix, then the batch (see _ENQUEUE_BATCH) from ARGV[2].
 ENQUEUE = r"""
 return enqueue_batch(ARGV[1], 2, clock_ms())
 """
 
-# KEYS: queues, sequence, expiry, wake, schedule
+# KEYS: queues, sequence, expiry, wake, heads, due, schedule
 # ARGV: prefix, tick_ms, mode ('enqueue' | 'skip'), then the batch of one task from ARGV[4].
 # A periodic tick: enqueued once however many workers call this for it, because the tick is
 # compared and recorded in the same script that enqueues. Returns the batch reply, or
@@ -237,16 +249,16 @@ return enqueue_batch(ARGV[1], 2, clock_ms())
 TICK = r"""
 local now = clock_ms()
 local tick = tonumber(ARGV[2])
-usable(KEYS[5], 'hash', now)
-local last = tonumber(redis.call('HGET', KEYS[5], 'last'))
+usable(KEYS[7], 'hash', now)
+local last = tonumber(redis.call('HGET', KEYS[7], 'last'))
 if last and last >= tick then return {2} end
 if ARGV[3] == 'skip' then
-  redis.call('HSET', KEYS[5], 'last', tick)
+  redis.call('HSET', KEYS[7], 'last', tick)
   return {3}
 end
 local reply = enqueue_batch(ARGV[1], 4, now)
 if reply[1] == 1 then
-  redis.call('HSET', KEYS[5], 'last', tick, 'last_enqueued_at', now)
+  redis.call('HSET', KEYS[7], 'last', tick, 'last_enqueued_at', now)
   if reply[3] == '' then  -- a new task, not a unique one already queued
     redis.call('HSET', ARGV[1] .. '@TASK@' .. ARGV[8], 'tick', tick)
   end
@@ -254,10 +266,15 @@ end
 return reply
 """
 
-# KEYS: running, expiry, queues, dead, wake, workers
+# KEYS: running, expiry, queues, dead, wake, workers, heads, due, swept, reconciled
 # ARGV: prefix, worker_id, lease_ms, max_count, max_attempts, result_ttl|'', token_base,
-#       queue names... (none: every queue that ever held a task)
+#       sweep_ms, reconcile_ms, thorough ('1': both now), queue names... (none: every queue)
 # Returns {now, next_due|-1, {quarantined key...}, {id, token, field, value, ...}, ...}
+#
+# What a claim costs does not grow with the number of queues: the index (`heads`, `due`) names
+# the queues worth reading. The sweeps (dispatch deadlines, lost leases, old index entries of
+# finished results and dead workers) run at most once per `sweep_ms` across all workers, and the
+# check of the index against `queues` once per `reconcile_ms`.
 CLAIM = r"""
 local now = clock_ms()
 local prefix = ARGV[1]
@@ -267,138 +284,213 @@ local max_count = tonumber(ARGV[4])
 local max_attempts = tonumber(ARGV[5])
 local result_ttl = tonumber(ARGV[6])
 local token_base = ARGV[7]
-usable(KEYS[1], 'zset', now)
-usable(KEYS[2], 'zset', now)
-usable(KEYS[3], 'set', now)
-usable(KEYS[4], 'zset', now)
-usable(KEYS[5], 'list', now)
-usable(KEYS[6], 'zset', now)
+local HEADS, DUE = KEYS[7], KEYS[8]
 local function dead(id)
-  redis.call('ZADD', KEYS[4], now, id)
+  repaired('ZADD', KEYS[4], now, id)
 end
-redis.call('ZREMRANGEBYSCORE', KEYS[4], '-inf', now - KEEP_ASIDE_MS)
-redis.call('ZREMRANGEBYSCORE', KEYS[6], '-inf', now)  -- workers that stopped heartbeating
-if result_ttl then
-  for _, status in ipairs({'SUCCESSFUL', 'FAILED'}) do
-    local index = prefix .. '@DONE@' .. status
-    if usable(index, 'zset', now) then
-      redis.call('ZREMRANGEBYSCORE', index, '-inf', now - result_ttl * 1000)
-    end
+local function ready_of(queue) return prefix .. '@READY@' .. queue end
+local function deferred_of(queue) return prefix .. '@DEFERRED@' .. queue end
+-- A gate open at most once per period across every worker: a key that expires by itself.
+local thorough = ARGV[10] == '1'
+local function gate_open(key, period_ms)
+  if not thorough and redis.call('PTTL', key) > 0 then return false end
+  redis.call('SET', key, now, 'PX', period_ms)
+  return true
+end
+-- A queue with neither ready nor deferred tasks is forgotten until its next enqueue or
+-- requeue, so `queues` does not grow for ever with names no longer used.
+local function forget_if_empty(queue)
+  if repaired('ZCARD', ready_of(queue)) == 0 and repaired('ZCARD', deferred_of(queue)) == 0 then
+    repaired('SREM', KEYS[3], queue)
+    return true
   end
+  return false
+end
+local function expire_waiting(id, key)
+  tally(prefix, 'expired')
+  finish_failed(prefix, key, now, 'redis_tasks.exceptions.TaskExpired',
+    'redis_tasks.exceptions.TaskExpired: not dispatched within the backend ttl', result_ttl)
 end
 
--- 1. Waiting tasks past their dispatch deadline (`ttl`) fail and never run.
-local expired = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', now, 'LIMIT', 0, 100)
-for i = 1, #expired do
-  local id = expired[i]
-  local key = prefix .. '@TASK@' .. id
-  redis.call('ZREM', KEYS[2], id)
-  local queue = valid_id(id) and is_hash(key) and redis.call('HGET', key, 'queue')
-  if queue then
-    local removed = 0
-    for _, name in ipairs({prefix .. '@READY@' .. queue, prefix .. '@DEFERRED@' .. queue}) do
-      if usable(name, 'zset', now) then removed = removed + redis.call('ZREM', name, id) end
-    end
-    if removed > 0 then
-      tally(prefix, 'expired')
-      finish_failed(prefix, key, now, 'redis_tasks.exceptions.TaskExpired',
-        'redis_tasks.exceptions.TaskExpired: not dispatched within the backend ttl', result_ttl)
+-- Sweeps, once per period across all workers.
+local function sweep()
+  repaired('ZREMRANGEBYSCORE', KEYS[4], '-inf', now - KEEP_ASIDE_MS)
+  repaired('ZREMRANGEBYSCORE', KEYS[6], '-inf', now)  -- workers that stopped heartbeating
+  if result_ttl then
+    for _, status in ipairs({'SUCCESSFUL', 'FAILED'}) do
+      repaired('ZREMRANGEBYSCORE', prefix .. '@DONE@' .. status, '-inf', now - result_ttl * 1000)
     end
   end
-end
-
--- 2. Leases past their deadline: the worker is gone. Requeue at the original priority, or
---    fail the task once it has used up its attempts (a poison task).
-local lost = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now, 'LIMIT', 0, 100)
-for i = 1, #lost do
-  local id = lost[i]
-  local key = prefix .. '@TASK@' .. id
-  redis.call('ZREM', KEYS[1], id)
-  local fields = valid_id(id) and is_hash(key)
-    and redis.call('HMGET', key, 'queue', 'score', 'max_attempts')
-  if not fields or not fields[1] or not tonumber(fields[2]) then
-    dead(id)
-  else
-    tally(prefix, 'lost')
-    local attempts = attempts_of(key)
-    local message = 'redis_tasks.exceptions.WorkerLost: the worker running attempt ' .. attempts
-      .. ' stopped renewing its lease (killed, crashed, paused or cut off from Redis)'
-    if attempts >= (tonumber(fields[3]) or max_attempts) then
-      finish_failed(prefix, key, now, 'redis_tasks.exceptions.WorkerLost', message, result_ttl)
+  -- 1. Waiting tasks past their dispatch deadline (`ttl`) fail and never run.
+  local expired = repaired('ZRANGEBYSCORE', KEYS[2], '-inf', now, 'LIMIT', 0, 500)
+  for i = 1, #expired do
+    local id = expired[i]
+    local key = prefix .. '@TASK@' .. id
+    redis.call('ZREM', KEYS[2], id)
+    local queue = valid_id(id) and is_hash(key) and redis.call('HGET', key, 'queue')
+    if queue then
+      local removed = repaired('ZREM', ready_of(queue), id)
+        + repaired('ZREM', deferred_of(queue), id)
+      if removed > 0 then expire_waiting(id, key) end
+    end
+  end
+  -- 2. Leases past their deadline: the worker is gone. Requeue at the original priority, or
+  --    fail the task once it has used up its attempts (a poison task).
+  local lost = repaired('ZRANGEBYSCORE', KEYS[1], '-inf', now, 'LIMIT', 0, 500)
+  for i = 1, #lost do
+    local id = lost[i]
+    local key = prefix .. '@TASK@' .. id
+    redis.call('ZREM', KEYS[1], id)
+    local fields = valid_id(id) and is_hash(key)
+      and redis.call('HMGET', key, 'queue', 'score', 'max_attempts')
+    if not fields or not fields[1] or not tonumber(fields[2]) then
+      dead(id)
     else
-      local ready = prefix .. '@READY@' .. fields[1]
-      usable(ready, 'zset', now)  -- a wrong-typed key is renamed aside: the name is free
-      local errors = redis.call('HGET', key, 'errors')
-      redis.call('HSET', key, 'status', 'READY', 'errors',
-        json_append(errors, error_json('redis_tasks.exceptions.WorkerLost', message)))
-      redis.call('HDEL', key, 'owner')
-      redis.call('ZADD', ready, fields[2], id)
-      redis.call('SADD', KEYS[3], fields[1])
-      wake(KEYS[5])
+      tally(prefix, 'lost')
+      local attempts = attempts_of(key)
+      local message = 'redis_tasks.exceptions.WorkerLost: the worker running attempt ' .. attempts
+        .. ' stopped renewing its lease (killed, crashed, paused or cut off from Redis)'
+      if attempts >= (tonumber(fields[3]) or max_attempts) then
+        finish_failed(prefix, key, now, 'redis_tasks.exceptions.WorkerLost', message, result_ttl)
+      else
+        local errors = redis.call('HGET', key, 'errors')
+        redis.call('HSET', key, 'status', 'READY', 'errors',
+          json_append(errors, error_json('redis_tasks.exceptions.WorkerLost', message)))
+        redis.call('HDEL', key, 'owner')
+        repaired('ZADD', ready_of(fields[1]), fields[2], id)
+        repaired('SADD', KEYS[3], fields[1])
+        index_ready(HEADS, fields[1], tonumber(fields[2]))
+        wake(KEYS[5])
+      end
     end
   end
 end
 
--- The queues served, read after step 2 (which may bring a forgotten queue back).
-local queues = {}
-for i = 8, #ARGV do queues[#queues + 1] = ARGV[i] end
-if #queues == 0 then queues = redis.call('SMEMBERS', KEYS[3]) end
-local served = {}
-for q = 1, #queues do
-  served[q] = {prefix .. '@READY@' .. queues[q], prefix .. '@DEFERRED@' .. queues[q]}
+-- The index checked against `queues`: a queue written without it (by an older version, by
+-- hand) is found, and a queue left empty is forgotten.
+local function reconcile()
+  local names = repaired('SMEMBERS', KEYS[3])
+  for i = 1, #names do
+    local queue = names[i]
+    local r = repaired('ZRANGE', ready_of(queue), 0, 0, 'WITHSCORES')
+    local d = repaired('ZRANGE', deferred_of(queue), 0, 0, 'WITHSCORES')
+    if r[2] then index_ready(HEADS, queue, tonumber(r[2])) end
+    if d[2] then index_due(DUE, queue, tonumber(d[2])) end
+    if not r[2] and not d[2] then repaired('SREM', KEYS[3], queue) end
+  end
+end
+
+if gate_open(KEYS[9], tonumber(ARGV[8])) then sweep() end
+if gate_open(KEYS[10], tonumber(ARGV[9])) then reconcile() end
+
+-- The queues served: named ones, or (none named) every queue in the index.
+local named = {}
+for i = 11, #ARGV do named[#named + 1] = ARGV[i] end
+local function scores_of(index)  -- {queue, bound} of the named queues in the index
+  local found = {}
+  for first = 1, #named, 1000 do  -- unpack stays far below Lua's stack limit
+    local last = math.min(first + 999, #named)
+    local scores = repaired('ZMSCORE', index, unpack(named, first, last))
+    for i = 1, #scores do
+      if scores[i] then found[#found + 1] = {named[first + i - 1], tonumber(scores[i])} end
+    end
+  end
+  table.sort(found, function(a, b) return a[2] < b[2] end)
+  return found
 end
 
 -- 3. Deferred tasks that are due move to the front of their priority in the ready set, so a
 --    backlog of tasks queued before them does not make them late; among themselves they keep
 --    the order of their due times. Their scores lie in the lower half of the priority's band,
 --    below every sequence number (< 2^39) of tasks queued normally.
-for q = 1, #served do
-  local ready, deferred = served[q][1], served[q][2]
-  local due = repaired('ZRANGEBYSCORE', deferred, '-inf', now, 'LIMIT', 0, 1000)
-  for i = 1, #due do
-    local id = due[i]
+local due_queues = {}
+if #named > 0 then
+  for _, entry in ipairs(scores_of(DUE)) do
+    if entry[2] <= now then due_queues[#due_queues + 1] = entry[1] end
+  end
+else
+  due_queues = repaired('ZRANGEBYSCORE', DUE, '-inf', now, 'LIMIT', 0, 1000)
+end
+for q = 1, #due_queues do
+  local queue = due_queues[q]
+  local ready, deferred = ready_of(queue), deferred_of(queue)
+  local due = repaired('ZRANGEBYSCORE', deferred, '-inf', now, 'WITHSCORES', 'LIMIT', 0, 1000)
+  local best = nil
+  for i = 1, #due, 2 do
+    local id, due_at = due[i], tonumber(due[i + 1])
     local key = prefix .. '@TASK@' .. id
     local priority = valid_id(id) and is_hash(key) and tonumber(redis.call('HGET', key, 'priority'))
-    local due_at = redis.call('ZSCORE', deferred, id)
     redis.call('ZREM', deferred, id)
     if priority then
       local band = (100 - priority) * 1099511627776 - 549755813888
-      repaired('ZADD', ready, band + (tonumber(due_at) % 274877906944), id)
+      local score = band + (due_at % 274877906944)
+      repaired('ZADD', ready, score, id)
+      if not best or score < best then best = score end
     else
       dead(id)
     end
   end
+  if best then index_ready(HEADS, queue, best) end
+  local next_one = redis.call('ZRANGE', deferred, 0, 0, 'WITHSCORES')
+  if next_one[2] then
+    redis.call('ZADD', DUE, next_one[2], queue)
+  else
+    redis.call('ZREM', DUE, queue)
+    forget_if_empty(queue)
+  end
 end
 
 -- 4. Claim the best tasks across the served queues: lowest score = highest priority, then FIFO.
---    The heads of every queue are read at once and merged here; what is taken leaves its
---    ready set in one ZREM per queue and enters the lease set in one ZADD.
+--    Queues are read in the order of their index bounds, and reading stops once the tasks in
+--    hand beat the next queue's bound: a claim reads about as many queues as it takes tasks.
+--    What is taken leaves its ready set in one ZREM per queue and enters the lease set in one
+--    ZADD; the index entries of the queues read are then set to their true heads.
 local out = {now, -1, quarantined}
 local claimed = 0
-local left_in_ready = {}  -- per queue: true when the last round left entries in its ready set
 local function claim_round()
-  local heads, at = {}, {}
-  for q = 1, #served do
-    heads[q] = repaired('ZRANGE', served[q][1], 0, max_count - claimed - 1, 'WITHSCORES')
-    at[q] = 1
-  end
-  local taken, leases, started, found_dead = {}, {}, {}, false
-  while claimed < max_count do
-    local best, best_score = nil, nil
-    for q = 1, #served do
-      local score = tonumber(heads[q][at[q] + 1])
-      if score and (best == nil or score < best_score) then best, best_score = q, score end
+  local need = max_count - claimed
+  local order, page_from, exhausted = {}, 0, false
+  if #named > 0 then order, exhausted = scores_of(HEADS), true end
+  local at = 0
+  local function next_queue()
+    at = at + 1
+    if order[at] == nil and not exhausted then
+      local page = repaired('ZRANGE', HEADS, page_from, page_from + need + 7, 'WITHSCORES')
+      page_from = page_from + need + 8
+      exhausted = #page < 2 * (need + 8)
+      for i = 1, #page, 2 do order[#order + 1] = {page[i], tonumber(page[i + 1])} end
     end
-    if best == nil then break end
-    local id = heads[best][at[best]]
-    at[best] = at[best] + 2
-    taken[best] = taken[best] or {}
-    table.insert(taken[best], id)
+    return order[at]
+  end
+  local cand, heads_read, read_order = {}, {}, {}
+  while true do
+    local entry = next_queue()
+    if entry == nil or (#cand >= need and cand[need][1] <= entry[2]) then break end
+    local queue = entry[1]
+    if not heads_read[queue] then
+      local heads = repaired('ZRANGE', ready_of(queue), 0, need - 1, 'WITHSCORES')
+      heads_read[queue] = heads
+      read_order[#read_order + 1] = queue
+      for i = 1, #heads, 2 do cand[#cand + 1] = {tonumber(heads[i + 1]), heads[i], queue} end
+      table.sort(cand, function(a, b) return a[1] < b[1] end)
+      for i = #cand, need + 1, -1 do cand[i] = nil end
+    end
+  end
+  local taken, leases, started, again = {}, {}, {}, false
+  for c = 1, #cand do
+    local id, queue = cand[c][2], cand[c][3]
+    taken[queue] = taken[queue] or {}
+    table.insert(taken[queue], id)
     local key = prefix .. '@TASK@' .. id
-    local f = valid_id(id) and redis.pcall('HMGET', key, 'status', 'workers', 'started_at')
+    local f = valid_id(id) and redis.pcall('HMGET', key, 'status', 'workers', 'started_at',
+                                           'expires_at')
     if not f or f.err or not f[1] then
       dead(id)
-      found_dead = true
+      again = true  -- an entry that was not a task took a place: look again for real ones
+    elseif f[4] and tonumber(f[4]) and tonumber(f[4]) <= now then
+      repaired('ZREM', KEYS[2], id)  -- past its dispatch deadline: it fails, never runs
+      expire_waiting(id, key)
+      again = true
     else
       claimed = claimed + 1
       local token = token_base .. ':' .. claimed
@@ -407,6 +499,9 @@ local function claim_round()
       local fields = {'status', 'RUNNING', 'owner', token,
                       f[3] and 'last_attempted_at' or 'started_at', now,
                       'workers', json_append(f[2], cjson.encode(worker_id))}
+      -- Dispatched: the `ttl` deadline no longer applies (a retry or a recovery from a lost
+      -- lease must not expire on the old one); blanked in the same write.
+      if f[4] then fields[#fields + 1], fields[#fields + 2] = 'expires_at', '' end
       redis.call('HSET', key, unpack(fields))
       leases[#leases + 1], leases[#leases + 2] = now + lease_ms, id
       started[#started + 1] = id
@@ -416,40 +511,41 @@ local function claim_round()
       out[#out + 1] = entry
     end
   end
-  for q, ids in pairs(taken) do redis.call('ZREM', served[q][1], unpack(ids)) end
-  for q = 1, #served do left_in_ready[q] = at[q] <= #heads[q] end
+  for _, queue in ipairs(read_order) do
+    local ready, heads, ids = ready_of(queue), heads_read[queue], taken[queue] or {}
+    if #ids > 0 then redis.call('ZREM', ready, unpack(ids)) end
+    local head = heads[2 * #ids + 2]  -- the next one read, if the read went past what was taken
+    if head == nil and #heads == 2 * need then
+      head = redis.call('ZRANGE', ready, 0, 0, 'WITHSCORES')[2]
+    end
+    if head then
+      redis.call('ZADD', HEADS, head, queue)
+    else
+      redis.call('ZREM', HEADS, queue)
+      forget_if_empty(queue)
+    end
+  end
   if #started > 0 then
-    redis.call('ZADD', KEYS[1], unpack(leases))
-    redis.call('ZREM', KEYS[2], unpack(started))
+    repaired('ZADD', KEYS[1], unpack(leases))
+    repaired('ZREM', KEYS[2], unpack(started))
   end
-  return found_dead
+  return again
 end
--- Entries that were not tasks took places in this round: look again for real ones.
 while claim_round() and claimed < max_count do end
-
--- A queue left with nothing waiting is forgotten until its next enqueue or requeue, so the set
--- of queues does not grow forever with names no longer used.
--- A queue whose heads were not all taken is known to hold tasks: no count needed.
-for q = 1, #served do
-  if not left_in_ready[q] and redis.call('ZCARD', served[q][1]) == 0
-     and redis.call('ZCARD', served[q][2]) == 0 then
-    redis.call('SREM', KEYS[3], queues[q])
-  end
-end
 
 if claimed > 0 then tally(prefix, 'started', claimed) end
 if claimed == 0 then
   -- Tokens left by enqueues this claim has now seen would only wake idle workers for nothing;
   -- an enqueue after this script pushes a fresh one, so no wake-up is lost.
-  redis.call('DEL', KEYS[5])
-  local next_due = -1
-  for q = 1, #served do
-    local head = redis.call('ZRANGE', served[q][2], 0, 0, 'WITHSCORES')
-    if head[2] and (next_due == -1 or tonumber(head[2]) < next_due) then
-      next_due = tonumber(head[2])
-    end
+  repaired('DEL', KEYS[5])
+  local first
+  if #named > 0 then
+    first = scores_of(DUE)[1]
+    first = first and first[2]
+  else
+    first = tonumber(repaired('ZRANGE', DUE, 0, 0, 'WITHSCORES')[2])
   end
-  out[2] = next_due
+  if first then out[2] = math.max(first, now) end
 end
 return out
 """
@@ -505,7 +601,7 @@ if failed > 0 then tally(prefix, 'failed', failed) end
 return out
 """
 
-# KEYS: task, running, expiry, wake, queues
+# KEYS: task, running, expiry, wake, queues, heads, due
 # ARGV: prefix, id, token, delay_ms, error_json|'', handback '1'|'0', ttl_ms|''
 # Puts an owned task back in its queue: a retry after `delay_ms` (in the deferred set) with its
 # error recorded, or a graceful hand-back (ready at once, not counted as an attempt).
@@ -535,8 +631,10 @@ usable(ready, 'zset', now)
 usable(deferred, 'zset', now)
 if delay > 0 then
   redis.call('ZADD', deferred, due, id)
+  index_due(KEYS[7], fields[1], due)
 else
   redis.call('ZADD', ready, fields[2], id)
+  index_ready(KEYS[6], fields[1], tonumber(fields[2]))
 end
 redis.call('SADD', KEYS[5], fields[1])
 local ttl = tonumber(ARGV[7])
@@ -548,7 +646,7 @@ wake(KEYS[4])
 return due
 """
 
-# KEYS: task, expiry, queues, wake
+# KEYS: task, expiry, queues, wake, heads
 # ARGV: prefix, id, mode ('cancel' | 'retry'), result_ttl|''
 # Operator actions on one task. cancel: a READY task still waiting (ready or deferred) ends
 # FAILED with TaskCancelled. retry: a FAILED task, or a dead-lettered id whose hash is still
@@ -598,6 +696,7 @@ redis.call('ZREM', prefix .. '@DONE@' .. 'FAILED', id)
 redis.call('ZREM', prefix .. '@DEAD@', id)
 redis.call('ZADD', ready, score, id)
 redis.call('SADD', KEYS[3], queue)
+index_ready(KEYS[5], queue, tonumber(score))
 wake(KEYS[4])
 return 1
 """

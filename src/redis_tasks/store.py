@@ -25,6 +25,10 @@ from .options import BackendOptions
 from .serialization import dumps as serialization_dumps
 
 FINISHED = ("SUCCESSFUL", "FAILED")
+# How often, at most, claims sweep for passed dispatch deadlines and lost leases, and check the
+# queue index against the set of queues (milliseconds, across all workers of an instance).
+SWEEP_MS = 100
+RECONCILE_MS = 2000
 
 
 @dataclass(frozen=True)
@@ -106,7 +110,7 @@ class TaskStore:
 
     def _enqueue_keys(self, first_task_id: str) -> list[str]:
         k = self.keys
-        return [k.queues, k.sequence, k.expiry, k.wake, k.task(first_task_id)]
+        return [k.queues, k.sequence, k.expiry, k.wake, k.heads, k.due, k.task(first_task_id)]
 
     def _batch_argv(self, requests: Sequence[EnqueueRequest]) -> list[Any]:
         o = self.options
@@ -168,7 +172,7 @@ class TaskStore:
 
         Returns 'enqueued', 'unique' (an identical unique task is queued), 'done' (this or a
         later tick was already handled), 'skipped' or 'full'."""
-        keys = [*self._enqueue_keys(request.task_id)[:4], self.keys.schedule(schedule)]
+        keys = [*self._enqueue_keys(request.task_id)[:6], self.keys.schedule(schedule)]
         argv = [self.keys.prefix, tick_ms, "enqueue" if enqueue else "skip"]
         script = self._script(self.connections.sync, scripts.TICK_SOURCE)
         reply = script(keys=keys, args=[*argv, *self._batch_argv([request])])
@@ -219,10 +223,16 @@ class TaskStore:
 
     # --- worker side --------------------------------------------------------------------
 
-    async def claim(self, worker_id: str, count: int, queues: Sequence[str] = ()) -> ClaimBatch:
+    async def claim(
+        self, worker_id: str, count: int, queues: Sequence[str] = (), *, thorough: bool = False
+    ) -> ClaimBatch:
+        """Claim up to ``count`` tasks. The sweeps (deadlines, lost leases) and the index check
+        run at most every SWEEP_MS / RECONCILE_MS across workers; ``thorough`` runs both now
+        (a burst worker's last look before it exits)."""
         k, o = self.keys, self.options
         reply = await self._script(self.connections.aio, scripts.CLAIM_SOURCE)(
-            keys=[k.running, k.expiry, k.queues, k.dead, k.wake, k.workers],
+            keys=[k.running, k.expiry, k.queues, k.dead, k.wake, k.workers, k.heads, k.due,
+                  k.swept, k.reconciled],
             args=[
                 k.prefix,
                 worker_id,
@@ -231,9 +241,12 @@ class TaskStore:
                 o.max_attempts,
                 "" if o.result_ttl is None else o.result_ttl,
                 f"{worker_id}:{secrets.token_hex(4)}",
+                SWEEP_MS,
+                RECONCILE_MS,
+                "1" if thorough else "0",
                 *queues,
             ],
-        )
+        )  # fmt: skip
         claims = []
         for entry in reply[3:]:
             flat = entry[2:]
@@ -295,7 +308,7 @@ class TaskStore:
     ) -> tuple[list[str], list[Any]]:
         k, ttl = self.keys, self.options.ttl
         return (
-            [k.task(claim.task_id), k.running, k.expiry, k.wake, k.queues],
+            [k.task(claim.task_id), k.running, k.expiry, k.wake, k.queues, k.heads, k.due],
             [k.prefix, claim.task_id, claim.token, int(delay * 1000), error_json or "",
              "1" if handback else "0", "" if ttl is None else int(ttl * 1000)],
         )  # fmt: skip

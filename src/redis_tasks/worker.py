@@ -215,6 +215,9 @@ class Worker:
         queues = self._queues_for(backend)
         mine: set[asyncio.Task[None]] = set()
         backoff = BACKOFF_MIN
+        # The first claim, and a burst worker's last before it exits, sweep and check the
+        # queue index now rather than at most every SWEEP_MS / RECONCILE_MS.
+        thorough = True
         while not self.stopping:
             count = await self._reserve()
             if count == 0:
@@ -223,7 +226,7 @@ class Worker:
                     self._stop()
                 break
             try:
-                batch = await store.claim(self.worker_id, count, queues)
+                batch = await store.claim(self.worker_id, count, queues, thorough=thorough)
             except (redis.RedisError, OSError) as exc:
                 await self._release(count, unclaimed=True)
                 logger.warning(
@@ -248,11 +251,15 @@ class Worker:
                 self._running.add(job)
                 job.add_done_callback(mine.discard)
                 job.add_done_callback(self._running.discard)
+            was_thorough, thorough = thorough, False
             if batch.claims:
                 continue
             if self.burst:
                 if not mine:
-                    break
+                    if was_thorough:
+                        break
+                    thorough = True
+                    continue
                 await asyncio.wait(mine, return_when=asyncio.FIRST_COMPLETED)
                 continue
             timeout, precise = IDLE_WAIT_MAX, False
