@@ -269,7 +269,7 @@ return reply
 # KEYS: running, expiry, queues, dead, wake, workers, heads, due, swept, reconciled
 # ARGV: prefix, worker_id, lease_ms, max_count, max_attempts, result_ttl|'', token_base,
 #       sweep_ms, reconcile_ms, thorough ('1': both now), queue names... (none: every queue)
-# Returns {now, next_due|-1, {quarantined key...}, {id, token, field, value, ...}, ...}
+# Returns {now, next_due|-1, {quarantined key...}, {value of each CLAIM_FIELDS..., id, token}, ...}
 #
 # What a claim costs does not grow with the number of queues: the index (`heads`, `due`) names
 # the queues worth reading. The sweeps (dispatch deadlines, lost leases, old index entries of
@@ -285,6 +285,12 @@ local max_attempts = tonumber(ARGV[5])
 local result_ttl = tonumber(ARGV[6])
 local token_base = ARGV[7]
 local HEADS, DUE = KEYS[7], KEYS[8]
+-- Numbers written many times, turned into text once.
+local now_text, deadline_text = string.format('%d', now), string.format('%d', now + lease_ms)
+local worker_json = cjson.encode(worker_id)
+local CLAIM_FIELDS = @CLAIM_FIELDS@
+local F = {}
+for i, name in ipairs(CLAIM_FIELDS) do F[name] = i end
 local function dead(id)
   repaired('ZADD', KEYS[4], now, id)
 end
@@ -482,33 +488,33 @@ local function claim_round()
     taken[queue] = taken[queue] or {}
     table.insert(taken[queue], id)
     local key = prefix .. '@TASK@' .. id
-    local f = valid_id(id) and redis.pcall('HMGET', key, 'status', 'workers', 'started_at',
-                                           'expires_at')
-    if not f or f.err or not f[1] then
+    -- One read of what the worker needs; the reply is that read with this claim's own
+    -- changes applied, so the hash is not read a second time.
+    local f = valid_id(id) and redis.pcall('HMGET', key, unpack(CLAIM_FIELDS))
+    if not f or f.err or not f[F.status] then
       dead(id)
       again = true  -- an entry that was not a task took a place: look again for real ones
-    elseif f[4] and tonumber(f[4]) and tonumber(f[4]) <= now then
+    elseif f[F.expires_at] and (tonumber(f[F.expires_at]) or now + 1) <= now then
       repaired('ZREM', KEYS[2], id)  -- past its dispatch deadline: it fails, never runs
       expire_waiting(id, key)
       again = true
     else
       claimed = claimed + 1
       local token = token_base .. ':' .. claimed
+      local workers = json_append(f[F.workers], worker_json)
       -- The first attempt's start is `started_at` alone (readers take it for
       -- `last_attempted_at` too), which keeps a result's hash smaller.
-      local fields = {'status', 'RUNNING', 'owner', token,
-                      f[3] and 'last_attempted_at' or 'started_at', now,
-                      'workers', json_append(f[2], cjson.encode(worker_id))}
+      local start = f[F.started_at] and 'last_attempted_at' or 'started_at'
+      local fields = {'status', 'RUNNING', 'owner', token, start, now_text, 'workers', workers}
       -- Dispatched: the `ttl` deadline no longer applies (a retry or a recovery from a lost
       -- lease must not expire on the old one); blanked in the same write.
-      if f[4] then fields[#fields + 1], fields[#fields + 2] = 'expires_at', '' end
+      if f[F.expires_at] then fields[#fields + 1], fields[#fields + 2] = 'expires_at', '' end
       redis.call('HSET', key, unpack(fields))
-      leases[#leases + 1], leases[#leases + 2] = now + lease_ms, id
+      leases[#leases + 1], leases[#leases + 2] = deadline_text, id
       started[#started + 1] = id
-      local entry = redis.call('HGETALL', key)
-      table.insert(entry, 1, token)
-      table.insert(entry, 1, id)
-      out[#out + 1] = entry
+      f[F.status], f[F.workers], f[F[start]], f[F.expires_at] = 'RUNNING', workers, now_text, false
+      f[#CLAIM_FIELDS + 1], f[#CLAIM_FIELDS + 2] = id, token
+      out[#out + 1] = f
     end
   end
   for _, queue in ipairs(read_order) do
@@ -557,6 +563,7 @@ return out
 # Returns per task finished_at (ms), or 0 when the caller no longer owns it (a stale finish).
 FINISH = r"""
 local now = clock_ms()
+local now_text = string.format('%d', now)  -- written per task: turned into text once
 local prefix, result_ttl, count = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
 local out, done = {}, {SUCCESSFUL = {}, FAILED = {}}
 local succeeded, failed = 0, 0
@@ -576,7 +583,7 @@ for t = 0, count - 1 do
     if held[2] then release_unique(prefix, key, held[2]) end
     -- What only a waiting or running task needs goes, so a kept result takes less memory.
     redis.call('HDEL', key, 'owner', 'score', 'expires_at')
-    local fields = {'status', status, 'finished_at', now}
+    local fields = {'status', status, 'finished_at', now_text}
     if ARGV[f + 3] ~= '' then
       fields[#fields + 1], fields[#fields + 2] = 'return', ARGV[f + 3]
     end
@@ -586,7 +593,7 @@ for t = 0, count - 1 do
     redis.call('HSET', key, unpack(fields))
     if result_ttl then redis.call('EXPIRE', key, result_ttl) end
     local index = done[status]
-    index[#index + 1], index[#index + 2] = now, id
+    index[#index + 1], index[#index + 2] = now_text, id
     finished[#finished + 1] = id
     if status == 'SUCCESSFUL' then succeeded = succeeded + 1 else failed = failed + 1 end
     out[t + 1] = now
@@ -750,8 +757,16 @@ return lost
 """
 
 
+# The fields of a task hash that a claim returns (what running it needs), in this order.
+CLAIM_FIELDS = (
+    "path", "queue", "priority", "backend", "args", "kwargs", "run_after", "enqueued_at",
+    "started_at", "last_attempted_at", "errors", "workers", "uncounted", "status", "expires_at",
+)  # fmt: skip
+
+
 def _source(body: str) -> str:
     text = _PRELUDE + _ENQUEUE_BATCH + body
+    text = text.replace("@CLAIM_FIELDS@", "{" + ", ".join(f"'{f}'" for f in CLAIM_FIELDS) + "}")
     for marker, suffix in (
         ("@READY@", keys.READY),
         ("@DEFERRED@", keys.DEFERRED),

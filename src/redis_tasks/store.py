@@ -25,6 +25,7 @@ from .options import BackendOptions
 from .serialization import dumps as serialization_dumps
 
 FINISHED = ("SUCCESSFUL", "FAILED")
+CLAIM_FIELDS = tuple(name.encode() for name in scripts.CLAIM_FIELDS)
 # How often, at most, claims sweep for passed dispatch deadlines and lost leases, and check the
 # queue index against the set of queues (milliseconds, across all workers of an instance).
 SWEEP_MS = 100
@@ -248,15 +249,10 @@ class TaskStore:
             ],
         )  # fmt: skip
         claims = []
+        width = len(CLAIM_FIELDS)
         for entry in reply[3:]:
-            flat = entry[2:]
-            claims.append(
-                Claim(
-                    task_id=entry[0].decode(),
-                    token=entry[1].decode(),
-                    fields=dict(zip(flat[::2], flat[1::2], strict=True)),
-                )
-            )
+            fields = {name: value for name, value in zip(CLAIM_FIELDS, entry) if value is not None}
+            claims.append(Claim(entry[width].decode(), entry[width + 1].decode(), fields))
         next_due = int(reply[1])
         quarantined = [k.decode(errors="replace") for k in reply[2]]
         return ClaimBatch(int(reply[0]), None if next_due < 0 else next_due, claims, quarantined)
