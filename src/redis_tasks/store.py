@@ -251,7 +251,8 @@ class TaskStore:
         claims = []
         width = len(CLAIM_FIELDS)
         for entry in reply[3:]:
-            fields = {name: value for name, value in zip(CLAIM_FIELDS, entry) if value is not None}
+            values = zip(CLAIM_FIELDS, entry[:width], strict=True)
+            fields = {name: value for name, value in values if value is not None}
             claims.append(Claim(entry[width].decode(), entry[width + 1].decode(), fields))
         next_due = int(reply[1])
         quarantined = [k.decode(errors="replace") for k in reply[2]]
