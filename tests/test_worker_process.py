@@ -46,7 +46,10 @@ def test_max_tasks_process_exits_after_n() -> None:
     proc = manage("redis_tasks_worker", "--max-tasks", "2", "--concurrency", "1")
     out, _ = proc.communicate(timeout=60)
     assert proc.returncode == 0, out
-    assert sum(refreshed(r).status == TaskResultStatus.SUCCESSFUL for r in results) == 2
+    assert sum(refreshed(r).status == TaskResultStatus.SUCCESSFUL for r in results) == 2, (
+        [(r.status, r.worker_ids, r.errors) for r in results],
+        out[-2000:],
+    )
 
 
 def test_unknown_backend_or_queue_is_a_clear_error() -> None:

@@ -14,7 +14,6 @@ from django.db import connections, transaction
 from . import signalling
 from .compat import (
     BaseTaskBackend,
-    TaskResult,
     TaskResultDoesNotExist,
     TaskResultStatus,
     task_enqueued,
@@ -22,7 +21,15 @@ from .compat import (
 from .exceptions import ArgumentsNotSerializable, InvalidTaskPayload, PayloadTooLarge
 from .options import BackendOptions, parse_options
 from .schedules import Schedule, code_schedules
-from .serialization import dumps, from_ms, resolve_task, result_from_hash, to_ms
+from .serialization import (
+    dumps,
+    from_ms,
+    new_result,
+    normalize_args,
+    resolve_task,
+    result_from_hash,
+    to_ms,
+)
 from .store import Enqueued, EnqueueRequest, TaskStore
 from .task import RedisTask, validate_options
 
@@ -94,37 +101,40 @@ class RedisBackend(BaseTaskBackend):  # type: ignore[misc,unused-ignore]
     # --- enqueue ------------------------------------------------------------------------
 
     def _prepare(self, task: Any, args: Any, kwargs: Any) -> tuple[Any, EnqueueRequest]:
-        self._ensure_configured()
-        self.validate_task(task)
+        """The result to hand back and the request to send, for one call of a task already
+        validated (``_prepare_many`` validates it once for all its calls)."""
         try:
-            result: Any = TaskResult(
-                task=task,
-                id=secrets.token_hex(16),  # 32 chars like Django's ids; 50x faster
-                status=TaskResultStatus.READY,
-                enqueued_at=None,
-                started_at=None,
-                last_attempted_at=None,
-                finished_at=None,
-                args=list(args),
-                kwargs=dict(kwargs),
-                backend=self.alias,
-                errors=[],
-                worker_ids=[],
-            )
-            args_json, kwargs_json = dumps(result.args), dumps(result.kwargs)
+            args, kwargs = normalize_args(args, kwargs)
+            args_json = dumps(args) if args else "[]"
+            kwargs_json = dumps(kwargs) if kwargs else "{}"
         except (TypeError, ValueError) as exc:  # ValueError: NaN or infinity
             raise ArgumentsNotSerializable(
                 f"Arguments of task {task.module_path!r} cannot be stored as JSON: {exc}. "
                 "Pass only JSON types (str, int, float, bool, None, lists, dicts with str keys), "
                 "e.g. an object's primary key instead of the object. Nothing was queued."
             ) from exc
-        size = len(args_json.encode()) + len(kwargs_json.encode())
+        text = args_json + kwargs_json
+        size = len(text) if text.isascii() else len(text.encode())  # bytes, not characters
         if size > self.config.max_payload_bytes:
             raise PayloadTooLarge(
                 f"Arguments of task {task.module_path!r} take {size} bytes as JSON, over the "
                 f"backend's max_payload_bytes ({self.config.max_payload_bytes}). Store large data "
                 "elsewhere (a file, a model) and pass its key. Nothing was queued."
             )
+        result = new_result(
+            task=task,
+            id=secrets.token_hex(16),  # 32 chars like Django's ids; 50x faster
+            status=TaskResultStatus.READY,
+            enqueued_at=None,
+            started_at=None,
+            last_attempted_at=None,
+            finished_at=None,
+            args=args,
+            kwargs=kwargs,
+            backend=self.alias,
+            errors=[],
+            worker_ids=[],
+        )
         request = EnqueueRequest(
             task_id=result.id,
             queue=task.queue_name,
@@ -141,8 +151,14 @@ class RedisBackend(BaseTaskBackend):  # type: ignore[misc,unused-ignore]
         return result, request
 
     def _prepare_many(self, task: Any, calls: Iterable[Any]) -> tuple[list[Any], list[Any]]:
-        prepared = [self._prepare(task, args, kwargs) for args, kwargs in calls]
-        return [p[0] for p in prepared], [p[1] for p in prepared]
+        self._ensure_configured()
+        self.validate_task(task)  # once: every call is of the same task
+        results, requests = [], []
+        for args, kwargs in calls:
+            result, request = self._prepare(task, args, kwargs)
+            results.append(result)
+            requests.append(request)
+        return results, requests
 
     def _in_commit_scope(self) -> bool:
         alias = self.config.enqueue_on_commit

@@ -36,6 +36,9 @@ try:
         task_finished,
         task_started,
     )
+    from django.utils.json import (  # type: ignore[import-not-found,attr-defined,unused-ignore]
+        normalize_json,
+    )
 
     FRAMEWORK = "django.tasks"
 except ImportError:
@@ -68,6 +71,9 @@ except ImportError:
             task_finished,
             task_started,
         )
+        from django_tasks.utils import (  # type: ignore[import-not-found,no-redef,unused-ignore]
+            normalize_json,
+        )
 
         FRAMEWORK = "django_tasks"
     except ImportError as exc:
@@ -93,6 +99,7 @@ __all__ = [
     "TaskResult",
     "TaskResultDoesNotExist",
     "TaskResultStatus",
+    "normalize_json",
     "task",
     "task_backends",
     "task_enqueued",
