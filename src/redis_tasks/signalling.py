@@ -19,8 +19,27 @@ from django.dispatch import Signal
 LOOP_SAFE_MODULES = ("django.tasks.", "django_tasks.", "redis_tasks.")
 
 
+_verdicts: dict[tuple[int, Any], tuple[tuple[Any, ...], bool]] = {}
+
+
 def loop_safe(signal: Signal, sender: Any) -> bool:
-    """Whether every receiver connected now may be called on the event loop."""
+    """Whether every receiver connected now may be called on the event loop; asked twice per
+    task, so the answer is kept until a receiver is connected or disconnected."""
+    try:
+        connected = tuple(entry[0] for entry in signal.receivers)  # their lookup keys
+    except (AttributeError, TypeError, IndexError):  # another Django: decide every time
+        return _loop_safe(signal, sender)
+    key = (id(signal), sender)
+    known = _verdicts.get(key)
+    if known is not None and known[0] == connected:
+        return known[1]
+    verdict = _loop_safe(signal, sender)
+    if len(_verdicts) < 1000:
+        _verdicts[key] = (connected, verdict)
+    return verdict
+
+
+def _loop_safe(signal: Signal, sender: Any) -> bool:
     try:
         sync_receivers, async_receivers = signal._live_receivers(sender)
     except (AttributeError, TypeError, ValueError):  # another Django: take the safe road
