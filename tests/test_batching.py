@@ -91,6 +91,31 @@ def test_a_flushed_script_cache_is_survived(
     assert sorted(run(calls, redis_server)) == [1, 2, 3, 4, 5, 6]
 
 
+def test_other_scripts_ride_in_the_same_pipeline(
+    redis_server: RedisServer, clean_redis: redis.Redis
+) -> None:
+    """A worker's claim (another script, called whole) goes with the finishes made together."""
+    clean_redis.set("name", "x")
+
+    async def calls(batcher: ScriptBatcher, client: redis.asyncio.Redis) -> list[object]:
+        other = client.register_script("return redis.call('GET', KEYS[1]) .. ARGV[1]")
+        await batcher.call(["counter"], [0])
+        await client.script_flush()  # both scripts must be loaded again, each once
+        await client.config_resetstat()
+        jobs = [batcher.call(["counter"], [1]) for _ in range(3)]
+        jobs += [batcher.run(other, ["name"], ["!"]), batcher.run(other, ["missing"], ["?"])]
+        replies = await asyncio.gather(*jobs, return_exceptions=True)
+        stats = await client.info("commandstats")
+        assert stats["cmdstat_script|load"]["calls"] == 2
+        assert stats["cmdstat_evalsha"]["calls"] == 2 * 3  # 3 runs, each sent again once loaded
+        return list(replies)
+
+    *counts, named, missing = run(calls, redis_server)
+    assert sorted(int(c) for c in counts) == [1, 2, 3]  # type: ignore[call-overload]
+    assert named == b"x!"
+    assert isinstance(missing, redis.ResponseError)  # its own error, only its own caller's
+
+
 def test_a_failed_trip_reaches_every_caller_and_the_next_trip_works() -> None:
     with RedisServer() as server:  # our own, so that it can be stopped and started again
 

@@ -88,6 +88,30 @@ def test_max_tasks_stops_the_worker() -> None:
     assert statuses.count(TaskResultStatus.READY) == 2
 
 
+def test_max_tasks_is_not_reached_while_a_reservation_may_come_back() -> None:
+    """Consumers of several backends share the capacity: a claim that finds nothing gives its
+    slots back, so another consumer must wait for its answer, not stop at --max-tasks (a
+    worker once exited after one task of two this way)."""
+
+    async def main() -> list[int]:
+        worker = worker_module.Worker([task_backends["default"]], concurrency=2, max_tasks=2)
+        worker._stopping, worker._capacity_freed = asyncio.Event(), asyncio.Event()
+        seen = [await worker._reserve()]  # consumer A takes both slots for a claim...
+        worker._claimed_with(2, 1)  # ... which brings one task
+        seen.append(await worker._reserve())  # consumer B claims with the other slot
+        worker._release()  # A's task is done: a slot is free, and one more task may run
+        waiting = asyncio.create_task(worker._reserve())
+        await asyncio.sleep(0)
+        assert not waiting.done()  # B's claim may come back empty: wait, not stop
+        worker._claimed_with(1, 0)  # it does
+        seen.append(await waiting)
+        worker._claimed_with(1, 1)
+        seen.append(await worker._reserve())  # two tasks claimed: the limit, for good
+        return seen
+
+    assert asyncio.run(main()) == [2, 1, 1, 0]
+
+
 def test_sync_tasks_run_concurrently_in_threads() -> None:
     name = uuid.uuid4().hex
     results = [tasks.sync_rendezvous.enqueue(name, 4) for _ in range(4)]

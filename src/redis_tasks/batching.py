@@ -4,7 +4,8 @@ A worker finishing many short tasks would otherwise pay a round trip, a socket w
 wake-up of its event loop per task. Here the calls made while a pipeline is in flight wait and
 go together in the next one, as one run of a script that handles many (``FINISH``). Each call
 keeps its own owner check and its own reply; a run is atomic as a whole. A lone call goes at
-once, on the next turn of the loop.
+once, on the next turn of the loop. Other scripts' calls (``run``: the worker's claims) ride in
+the same pipeline, so a worker that finishes tasks and claims the next ones makes one trip.
 """
 
 from __future__ import annotations
@@ -36,68 +37,93 @@ class ScriptBatcher:
         self._script = script  # an AsyncScript: its sha, and its source to load it again
         self._keys = keys
         self._pending: dict[tuple[Any, ...], list[tuple[list[Any], asyncio.Future[Any]]]] = {}
+        self._singles: list[tuple[Any, list[Any], list[Any], asyncio.Future[Any]]] = []
         self._flusher: asyncio.Task[None] | None = None
 
     async def call(self, head: list[Any], item: list[Any]) -> Any:
         """The reply for ``item``; items with the same ``head`` share a script run."""
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         self._pending.setdefault(tuple(head), []).append((item, future))
+        self._schedule()
+        return await future
+
+    async def run(self, script: Any, keys: list[Any], args: list[Any]) -> Any:
+        """The reply of one call of another script (an AsyncScript), sent in the next pipeline."""
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._singles.append((script, keys, args, future))
+        self._schedule()
+        return await future
+
+    def _schedule(self) -> None:
         if self._flusher is None:
             self._flusher = asyncio.create_task(self._flush())
-        return await future
 
     async def _flush(self) -> None:
         try:
-            while self._pending:
+            while self._pending or self._singles:
                 pending, self._pending = self._pending, {}
+                singles, self._singles = self._singles, []
                 runs = [
                     (list(head), calls[i : i + MAX_BATCH])
                     for head, calls in pending.items()
                     for i in range(0, len(calls), MAX_BATCH)
                 ]
+                commands = [
+                    (self._script, self._keys, [*h, len(c), *(x for item, _ in c for x in item)])
+                    for h, c in runs
+                ] + [(script, keys, args) for script, keys, args, _ in singles]
+                futures = [[future for _, future in calls] for _, calls in runs]
                 try:
-                    replies = await self._send(
-                        [[*h, len(c), *(x for item, _ in c for x in item)] for h, c in runs]
-                    )
+                    replies = await self._send(commands)
                 except BaseException as exc:  # the trip failed: every caller of it sees why
-                    for _, calls in runs:
-                        _fail(calls, exc)
+                    for group in [*futures, *([s[3]] for s in singles)]:
+                        _fail(group, exc)
                     if isinstance(exc, asyncio.CancelledError):
                         raise
                     continue
-                for (_, calls), reply in zip(runs, replies, strict=True):
+                for group, reply in zip(futures, replies, strict=False):
                     if isinstance(reply, Exception):
-                        _fail(calls, reply)
+                        _fail(group, reply)
                         continue
-                    for (_, future), value in zip(calls, reply, strict=True):
-                        if not future.done():  # else its caller was cancelled (shutdown)
-                            future.set_result(value)
+                    for future, value in zip(group, reply, strict=True):
+                        _resolve(future, value)
+                for (*_, future), reply in zip(singles, replies[len(runs) :], strict=True):
+                    if isinstance(reply, Exception):
+                        _fail([future], reply)
+                    else:
+                        _resolve(future, reply)
         finally:
             self._flusher = None
 
-    async def _send(self, argvs: list[list[Any]]) -> list[Any]:
+    async def _send(self, commands: list[tuple[Any, list[Any], list[Any]]]) -> list[Any]:
         """One pipeline of EVALSHA calls; those that met an unloaded script (a restarted or
         flushed server) are sent again once it is loaded."""
         client = self._client_ref()
         if client is None:
             raise redis.ConnectionError("the event loop's Redis client is closed")
-        numkeys = len(self._keys)
         pipe = client.pipeline(transaction=False)
-        for argv in argvs:
-            pipe.execute_command("EVALSHA", self._script.sha, numkeys, *self._keys, *argv)
+        for script, keys, args in commands:
+            pipe.execute_command("EVALSHA", script.sha, len(keys), *keys, *args)
         replies: list[Any] = await pipe.execute(raise_on_error=False)
         missing = [i for i, reply in enumerate(replies) if isinstance(reply, NoScriptError)]
         if missing:
-            self._script.sha = await client.script_load(self._script.script)
+            for script in {id(commands[i][0]): commands[i][0] for i in missing}.values():
+                script.sha = await client.script_load(script.script)
             again = client.pipeline(transaction=False)
             for i in missing:
-                again.execute_command("EVALSHA", self._script.sha, numkeys, *self._keys, *argvs[i])
+                script, keys, args = commands[i]
+                again.execute_command("EVALSHA", script.sha, len(keys), *keys, *args)
             for i, reply in zip(missing, await again.execute(raise_on_error=False), strict=True):
                 replies[i] = reply
         return replies
 
 
-def _fail(calls: list[tuple[list[Any], asyncio.Future[Any]]], exc: BaseException) -> None:
-    for _, future in calls:
+def _resolve(future: asyncio.Future[Any], value: Any) -> None:
+    if not future.done():  # else its caller was cancelled (shutdown)
+        future.set_result(value)
+
+
+def _fail(futures: list[asyncio.Future[Any]], exc: BaseException) -> None:
+    for future in futures:
         if not future.done():
             future.set_exception(exc)

@@ -301,8 +301,11 @@ def call_sync(backend: RedisBackend, result: Any) -> Outcome:
         close_old_connections()
 
 
-async def run_async(backend: RedisBackend, claim: Claim, result: Any) -> str | None:
-    """Run an async task on the worker's event loop, cancelled at its timeout, then settle it."""
+async def run_async(
+    backend: RedisBackend, claim: Claim, result: Any, body_done: Callable[[], None] | None = None
+) -> str | None:
+    """Run an async task on the worker's event loop, cancelled at its timeout, then settle it
+    (``body_done`` is called in between)."""
     timeout = timeout_of(backend, result)
     deadline = asyncio.timeout(timeout)
     try:
@@ -320,4 +323,6 @@ async def run_async(backend: RedisBackend, claim: Claim, result: Any) -> str | N
         outcome = failed(exc)
     except BaseException as exc:
         outcome = failed(exc)
+    if body_done is not None:
+        body_done()
     return await asettle(backend, claim, result, outcome)

@@ -231,10 +231,12 @@ class TaskStore:
         run at most every SWEEP_MS / RECONCILE_MS across workers; ``thorough`` runs both now
         (a burst worker's last look before it exits)."""
         k, o = self.keys, self.options
-        reply = await self._script(self.connections.aio, scripts.CLAIM_SOURCE)(
-            keys=[k.running, k.expiry, k.queues, k.dead, k.wake, k.workers, k.heads, k.due,
-                  k.swept, k.reconciled],
-            args=[
+        batcher = self._batcher()  # with the finishes on their way: one trip for both
+        reply = await batcher.run(
+            self._script(self.connections.aio, scripts.CLAIM_SOURCE).func,
+            [k.running, k.expiry, k.queues, k.dead, k.wake, k.workers, k.heads, k.due,
+             k.swept, k.reconciled],
+            [
                 k.prefix,
                 worker_id,
                 int(o.lease_timeout * 1000),
@@ -289,9 +291,9 @@ class TaskStore:
     ) -> int:
         """``finish`` for the event loop: finishes made together share one script run."""
         item = self._finish_item(claim, status, return_json, error_json)
-        return int(await self._finish_batcher().call(self._finish_head(), item))
+        return int(await self._batcher().call(self._finish_head(), item))
 
-    def _finish_batcher(self) -> ScriptBatcher:
+    def _batcher(self) -> ScriptBatcher:
         client = self.connections.aio
         batcher = self._batchers.get(client)
         if batcher is None:

@@ -79,7 +79,8 @@ class Worker:
         self.exit_code = 0
         self.abandoned_threads = 0  # sync tasks past their timeout whose thread still runs
         self._abandoned_lock = threading.Lock()
-        self._claimed = 0
+        self._claimed = 0  # tasks claimed, and slots reserved for claims not answered yet
+        self._outstanding = 0  # slots reserved for claims not answered yet
         self._free = concurrency
         self._leases: dict[str, dict[str, str]] = {b.alias: {} for b in self.backends}
         self._leases_lock = threading.Lock()
@@ -186,29 +187,42 @@ class Worker:
         return sorted(backend.queues)  # empty: every queue that holds tasks
 
     async def _reserve(self) -> int:
-        """Wait for free capacity and take all of it (bounded by --max-tasks)."""
+        """Wait for free capacity and take all of it (bounded by --max-tasks); 0 when stopping
+        or when --max-tasks tasks have been claimed. Reservations of other consumers whose
+        claim has not answered yet may still come back unused: the limit is only reached once
+        none is outstanding."""
         assert self._capacity_freed is not None
         # Everything here runs on the one loop, so no lock: no await between test and take.
-        while self._free <= 0 and not self.stopping:
+        while not self.stopping:
+            room = self._free
+            if self.max_tasks is not None:
+                left = self.max_tasks - self._claimed
+                if left <= 0 and self._outstanding == 0:
+                    return 0
+                room = min(room, left)
+            if room > 0:
+                self._free -= room
+                self._claimed += room
+                self._outstanding += room
+                return room
             self._capacity_freed.clear()
             await self._capacity_freed.wait()
-        if self.stopping:
-            return 0
-        count = self._free
-        if self.max_tasks is not None:
-            count = min(count, self.max_tasks - self._claimed)
-        self._free -= count
-        self._claimed += count
-        return count
+        return 0
 
-    async def _release(self, count: int, *, unclaimed: bool = False) -> None:
-        """Give back capacity; ``unclaimed`` when no task was claimed with it either."""
+    def _claimed_with(self, reserved: int, claimed: int) -> None:
+        """A claim made with ``reserved`` slots answered with ``claimed`` tasks (0 if it
+        failed): the rest of the reservation goes back."""
         assert self._capacity_freed is not None
-        if unclaimed:
-            self._claimed -= count
-        if count:
-            self._free += count
-            self._capacity_freed.set()
+        self._outstanding -= reserved
+        self._claimed -= reserved - claimed
+        self._free += reserved - claimed
+        self._capacity_freed.set()  # waiters look again: capacity, or the limit, has changed
+
+    def _release(self) -> None:
+        """A task's slot is free again."""
+        assert self._capacity_freed is not None
+        self._free += 1
+        self._capacity_freed.set()
 
     async def _consume(self, backend: RedisBackend) -> None:
         store = backend.store
@@ -228,7 +242,7 @@ class Worker:
             try:
                 batch = await store.claim(self.worker_id, count, queues, thorough=thorough)
             except (redis.RedisError, OSError) as exc:
-                await self._release(count, unclaimed=True)
+                self._claimed_with(count, 0)
                 logger.warning(
                     "Worker %s: Redis of backend %r failed (%s); retrying in %.1fs",
                     self.worker_id, backend.alias, exc, backoff,
@@ -242,7 +256,7 @@ class Worker:
             for key in batch.quarantined:
                 logger.error("Backend %r: a key of the wrong type was moved aside to %r",
                              backend.alias, key)  # fmt: skip
-            await self._release(count - len(batch.claims), unclaimed=True)
+            self._claimed_with(count, len(batch.claims))
             with self._leases_lock:  # renewed from now on, even before a task first runs
                 self._leases[backend.alias].update((c.task_id, c.token) for c in batch.claims)
             for claim in batch.claims:
@@ -315,6 +329,16 @@ class Worker:
     # --- running ------------------------------------------------------------------------
 
     async def _execute(self, backend: RedisBackend, claim: Claim) -> None:
+        held = True
+
+        def free_slot() -> None:
+            """The task's body is over: its slot may take the next task while the outcome is
+            stored, so that claim and finish share a trip to Redis (batching.py)."""
+            nonlocal held
+            if held:
+                held = False
+                self._release()
+
         try:
             try:
                 result = execution.prepare(claim)
@@ -323,10 +347,10 @@ class Worker:
                 self.tasks_failed += 1
                 return
             if execution.is_async(result):
-                status = await execution.run_async(backend, claim, result)
+                status = await execution.run_async(backend, claim, result, free_slot)
                 self.tasks_failed += status == "FAILED"
             else:
-                status = await self._run_in_thread(backend, claim, result)
+                status = await self._run_in_thread(backend, claim, result, free_slot)
                 self.tasks_failed += status == "FAILED"
         except asyncio.CancelledError:
             # Shutdown after the grace period: back to the queue at once, not counted as a
@@ -343,9 +367,11 @@ class Worker:
             self.tasks_done += 1
             if self.on_task_done is not None:
                 self.on_task_done()
-            await self._release(1)
+            free_slot()
 
-    async def _run_in_thread(self, backend: RedisBackend, claim: Claim, result: Any) -> str | None:
+    async def _run_in_thread(
+        self, backend: RedisBackend, claim: Claim, result: Any, body_done: Callable[[], None]
+    ) -> str | None:
         """Run a sync task in the pool; return the status stored (None: retried or rejected).
 
         Only the task's body is timed. Its outcome is stored from the loop, where the finishes
@@ -375,6 +401,7 @@ class Worker:
                 )  # fmt: skip
                 self.exit_code = EXIT_RESTART
                 self._stop()
+        body_done()
         if signalling.loop_safe(task_finished, type(backend)):
             return await execution.asettle(backend, claim, result, outcome)
         return await self._threads.submit(execution.settle, backend, claim, result, outcome)
