@@ -9,6 +9,8 @@ what a task wrote.
 
 from __future__ import annotations
 
+import re
+
 from . import keys
 
 # Shared Lua helpers. `now` is milliseconds on the Redis clock.
@@ -28,8 +30,6 @@ local function error_json(class_path, message)
 end
 -- What is moved aside (dead-lettered ids, corrupt keys) is kept a week for an operator.
 local KEEP_ASIDE_MS = 7 * 24 * 3600 * 1000
--- Keys of a wrong type (written by something else) are renamed aside, never fatal: a worker
--- must not stall on garbage. The new names are reported to the caller, which logs them.
 -- Keys of a wrong type (written by something else) are renamed aside, never fatal: a worker
 -- must not stall on garbage. The new names are reported to the caller, which logs them.
 local quarantined = {}
@@ -764,8 +764,46 @@ CLAIM_FIELDS = (
 )  # fmt: skip
 
 
+def _chunks(source: str) -> list[tuple[set[str], str]]:
+    """The top-level definitions of a helper source, each with the names it defines (and the
+    comment lines above it)."""
+    chunks: list[tuple[set[str], str]] = []
+    pending: list[str] = []
+    for line in source.strip("\n").splitlines(keepends=True):
+        found = re.match(r"local function (\w+)|local ([\w, ]+?) =", line)
+        if found:
+            names = found.group(1) or found.group(2)
+            chunks.append(({n.strip() for n in names.split(",")}, "".join(pending) + line))
+            pending = []
+        elif line.startswith(("--", "\n")) or not chunks:
+            pending.append(line)
+        else:
+            names, text = chunks[-1]
+            chunks[-1] = (names, text + "".join(pending) + line)
+            pending = []
+    return chunks
+
+
+_HELPERS = _chunks(_PRELUDE + _ENQUEUE_BATCH)
+
+
+def _helpers_for(body: str) -> str:
+    """Only the helpers a script uses, with those they use: each helper the script defines is a
+    closure built again on every call, so the unused ones would cost every call (EVALSHA runs
+    the whole source)."""
+    wanted: set[int] = set()
+    texts = [body]
+    while texts:
+        text = texts.pop()
+        for i, (names, chunk) in enumerate(_HELPERS):
+            if i not in wanted and any(re.search(rf"\b{n}\b", text) for n in names):
+                wanted.add(i)
+                texts.append(chunk)
+    return "".join(_HELPERS[i][1] for i in sorted(wanted))
+
+
 def _source(body: str) -> str:
-    text = _PRELUDE + _ENQUEUE_BATCH + body
+    text = _helpers_for(body) + body
     text = text.replace("@CLAIM_FIELDS@", "{" + ", ".join(f"'{f}'" for f in CLAIM_FIELDS) + "}")
     for marker, suffix in (
         ("@READY@", keys.READY),
