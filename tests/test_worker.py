@@ -274,6 +274,23 @@ def test_an_idle_worker_starts_a_deferred_task_within_a_second(
     assert run_after <= result.started_at < run_after + timedelta(seconds=1)
 
 
+def test_a_claim_that_empties_the_queues_still_waits_only_until_the_next_due_task(
+    background: Any, monkeypatch: Any, clean_redis: redis.Redis
+) -> None:
+    """A claim that takes fewer tasks than asked leaves the worker waiting for work; it must
+    still wake at the next deferred task's due time, not at the idle wait's end."""
+    monkeypatch.setattr(worker_module, "IDLE_WAIT_MAX", 60.0)
+    run_after = timezone.now() + timedelta(milliseconds=500)
+    deferred = tasks.add.using(run_after=run_after).enqueue(1, 1)
+    ready = tasks.add.enqueue(2, 2)
+    clean_redis.delete(Keys("task_queue").wake)  # no token to wake the worker by luck
+    background()  # its first claim takes the ready task only
+    wait_until(lambda: _refreshed(deferred).is_finished, timeout=10)
+    assert _refreshed(ready).is_finished
+    assert deferred.started_at is not None
+    assert run_after <= deferred.started_at < run_after + timedelta(seconds=2)
+
+
 def test_an_idle_worker_blocks_instead_of_polling(
     background: Any, clean_redis: redis.Redis
 ) -> None:

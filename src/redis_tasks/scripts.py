@@ -270,6 +270,7 @@ return reply
 # ARGV: prefix, worker_id, lease_ms, max_count, max_attempts, result_ttl|'', token_base,
 #       sweep_ms, reconcile_ms, thorough ('1': both now), queue names... (none: every queue)
 # Returns {now, next_due|-1, {quarantined key...}, {value of each CLAIM_FIELDS..., id, token}, ...}
+# (next_due: the earliest deferred task's due time, when fewer tasks than asked were claimed)
 #
 # What a claim costs does not grow with the number of queues: the index (`heads`, `due`) names
 # the queues worth reading. The sweeps (dispatch deadlines, lost leases, old index entries of
@@ -544,6 +545,8 @@ if claimed == 0 then
   -- Tokens left by enqueues this claim has now seen would only wake idle workers for nothing;
   -- an enqueue after this script pushes a fresh one, so no wake-up is lost.
   repaired('DEL', KEYS[5])
+end
+if claimed < max_count then  -- the queues ran dry: the worker waits, at most until this
   local first
   if #named > 0 then
     first = scores_of(DUE)[1]

@@ -266,8 +266,10 @@ class Worker:
                 job.add_done_callback(mine.discard)
                 job.add_done_callback(self._running.discard)
             was_thorough, thorough = thorough, False
-            if batch.claims:
+            if batch.claims and (self.burst or len(batch.claims) == count):
                 continue
+            # Fewer tasks than asked: the queues ran dry, so wait for the next enqueue (or due
+            # time) rather than claim again at once for nothing.
             if self.burst:
                 if not mine:
                     if was_thorough:
