@@ -222,21 +222,28 @@ def scaling_tables(values: dict[str, list[float]], sizes: Any) -> str:
             "Queue depth (django-redis-tasks, 1 worker process; latency of priority-100 "
             "tasks while the worker drains):\n\n" + "\n".join(rows)
         )
-    rows = ["| queues served | drain (tasks/s) | idle p50 (ms) | idle p99 (ms) | runs |"]
-    rows.append("|---|---|---|---|---|")
+    rows = [
+        "| queues served | drain, `--queue` each (tasks/s) | drain, every queue (tasks/s) "
+        "| idle p50 (ms) | idle p99 (ms) | runs |"
+    ]
+    rows.append("|---|---|---|---|---|---|")
     for count in sizes.queue_counts:
         key = f"queues{count}"
         if f"{key}_drain" not in values:
             continue
+        every = values.get(f"{key}_drain_all")
         rows.append(
             f"| {count} | {median(values[f'{key}_drain']):,.0f} | "
+            f"{f'{median(every):,.0f}' if every else 'n/a'} | "
             f"{median(values[f'{key}_p50']):.2f} | {median(values[f'{key}_p99']):.2f} | "
             f"{len(values[f'{key}_drain'])} |"
         )
     if len(rows) > 2:
         out.append(
             "Queues served by one worker process (django-redis-tasks; tasks spread "
-            "evenly; latency on the last queue, worker idle):\n\n" + "\n".join(rows)
+            "evenly; the worker names each queue with `--queue`, or serves every queue of the "
+            "instance; latency on the last queue, worker idle, `--queue` each):\n\n"
+            + "\n".join(rows)
         )
     return "\n\n".join(out)
 
@@ -336,7 +343,7 @@ def plot(data: dict[str, Any], sizes: Any, path: Path) -> None:
             axes[1, 1],
             "queues",
             [c for c in sizes.queue_counts if f"queues{c}_drain" in ours_values],
-            [("drain", "drain, 1 proc")],
+            [("drain", "drain, --queue each"), ("drain_all", "drain, every queue")],
             "idle latency",
             "queues served by the worker",
             "django-redis-tasks: by queues served",

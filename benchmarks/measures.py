@@ -316,10 +316,21 @@ class Measures:
                     for _ in range(s.samples // 2):
                         samples.append(self.latency(last))
                         time.sleep(GAP)
+                # The same drain with the worker serving every queue (no --queue): the index
+                # alone picks the queues, nothing is sent per queue.
+                self.system.flush()
+                for name in queues:
+                    self.system.fill(self.tasks.noop.using(queue_name=name), per_queue)
+                with self.system.workers(1):
+                    every, _ = self.drain_ready(queues, per_queue * count // 10, urgent)
                 self.results.add(f"queues{count}_drain", rate)
+                self.results.add(f"queues{count}_drain_all", every)
                 self.results.add(f"queues{count}_p50", percentile(samples, 50))
                 self.results.add(f"queues{count}_p99", percentile(samples, 99))
-                say(f" {rate:,.0f}/{percentile(samples, 50):.2f}/{percentile(samples, 99):.2f}")
+                say(
+                    f" {rate:,.0f}/{every:,.0f}/{percentile(samples, 50):.2f}/"
+                    f"{percentile(samples, 99):.2f}"
+                )
             say("\n")
 
     def leak(self, total: int) -> None:
