@@ -467,6 +467,7 @@ def main() -> None:
     started = time.perf_counter()
     data: dict[str, Any] = {}
     out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
     if args.leak:
         leak_run(100_000 if args.quick else 1_000_000, sizes, command, loads, out)
         return
