@@ -301,3 +301,23 @@ def test_short_lived_event_loops_leave_no_clients_behind(settings: Any) -> None:
         asyncio.run(backend.aenqueue(tasks.add, [i, i], {}))
     assert len(backend.store.connections._async) == 1  # the last loop's, the rest dropped
     assert len(backend.store._scripts) == 1  # one script object for the asyncio client kind
+
+
+def test_asyncio_connections_pack_commands_as_redis_py_does() -> None:
+    """With hiredis installed, the asyncio clients pack with it (the pure-Python packer costs
+    a worker more than a no-op task); the bytes sent must be the same either way."""
+    import redis.asyncio
+    from redis.utils import HIREDIS_AVAILABLE
+
+    async def packed() -> tuple[str, bytes]:
+        client = task_backends["default"].store.connections.aio
+        connection = client.connection_pool.connection_class(host="unused")
+        args = ("EVALSHA", "abc", 1, "k", "v é", 2.5, b"\x00\xff", 2**47 + 5)
+        return type(connection).__name__, b"".join(connection.pack_command(*args))
+
+    name, sent = asyncio.run(packed())
+    reference = redis.asyncio.Connection(host="unused").pack_command(
+        "EVALSHA", "abc", 1, "k", "v é", 2.5, b"\x00\xff", 2**47 + 5
+    )
+    assert sent == b"".join(reference)
+    assert name.startswith("HiredisPacked") == HIREDIS_AVAILABLE
