@@ -255,6 +255,8 @@ def test_payloads_over_the_limit_are_rejected(settings: Any, clean_redis: redis.
         lambda c, k: c.set(k.stats, "x"),
         lambda c, k: c.hset(k.sequence, "a", "b"),
         lambda c, k: c.set(k.sequence, "not a number"),
+        lambda c, k: c.set(k.heads, "x"),
+        lambda c, k: c.hset(k.due, "a", "b"),
     ],
 )
 def test_keys_of_the_wrong_type_are_moved_aside_and_work_goes_on(
