@@ -124,6 +124,21 @@ def test_schedule_options_reach_the_task(clean_redis: redis.Redis) -> None:
     assert b"tick" in task
 
 
+def test_a_tick_the_backend_refuses_is_reported_and_not_enqueued(
+    clean_redis: redis.Redis, caplog: Any
+) -> None:
+    """A schedule's task is validated as any enqueue is (here: a queue outside QUEUES)."""
+    from django.conf import settings
+
+    schedule = {"task": "tests.tasks.add", "every": 3600, "queue_name": "elsewhere"}
+    b = RedisBackend("sched", {"BACKEND": "x", "LOCATION": f"{settings.REDIS_URL}/12",
+                               "QUEUES": ["default"], "schedules": {"s": schedule}})  # fmt: skip
+    clean_redis.hset(Keys("sched").schedule("s"), "last", 0)
+    Scheduler(b).run_once()
+    assert tick_tasks(clean_redis) == []
+    assert any("cannot enqueue" in r.getMessage() for r in caplog.records)
+
+
 def test_worker_processes_racing_enqueue_every_tick_exactly_once(
     clean_redis: redis.Redis, tmp_path: Any
 ) -> None:

@@ -63,7 +63,9 @@ class Scheduler:
                 continue
             try:
                 task = resolve(schedule, resolve_task)
-                result, request = self.backend._prepare(task, schedule.args, schedule.kwargs)
+                [result], [request] = self.backend._prepare_many(
+                    task, [(schedule.args, schedule.kwargs)]
+                )
             except Exception as exc:
                 if name not in self._reported:
                     logger.error("Schedule %r cannot enqueue %s: %s", name, schedule.task, exc)
