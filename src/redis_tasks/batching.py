@@ -81,7 +81,7 @@ class ScriptBatcher:
                     if isinstance(exc, asyncio.CancelledError):
                         raise
                     continue
-                for group, reply in zip(futures, replies, strict=False):
+                for group, reply in zip(futures, replies[: len(runs)], strict=True):
                     if isinstance(reply, Exception):
                         _fail(group, reply)
                         continue

@@ -77,12 +77,15 @@ def to_ms(moment: datetime) -> int:
 
 
 def from_ms(value: str | bytes | None) -> datetime | None:
+    return _moment(settings.USE_TZ, value)
+
+
+def _moment(use_tz: bool, value: str | bytes | None) -> datetime | None:
+    """``from_ms`` with ``USE_TZ`` read once by the caller (a result has several times)."""
     if value is None:
         return None
     moment = datetime.fromtimestamp(int(value) / 1000, tz=UTC)
-    if not settings.USE_TZ:
-        return timezone.make_naive(moment)
-    return moment
+    return moment if use_tz else timezone.make_naive(moment)
 
 
 def error_json(exception_class_path: str, traceback: str) -> str:
@@ -145,13 +148,6 @@ def _json_list(fields: dict[bytes, bytes], name: bytes) -> list[Any]:
     if not isinstance(value, list):
         raise ValueError(f"field {name.decode()!r} is not a JSON array")
     return value
-
-
-def _moment(use_tz: bool, value: bytes | None) -> datetime | None:
-    if value is None:
-        return None
-    moment = datetime.fromtimestamp(int(value) / 1000, tz=UTC)
-    return moment if use_tz else timezone.make_naive(moment)
 
 
 def result_from_hash(task_id: str, fields: dict[bytes, bytes]) -> Any:
