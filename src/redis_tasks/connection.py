@@ -31,6 +31,8 @@ import redis.sentinel
 from redis.connection import HiredisRespSerializer
 from redis.utils import HIREDIS_AVAILABLE
 
+from .direct import DirectLane
+
 # Fail fast when Redis is unreachable: an enqueue must raise within a couple of seconds.
 DEFAULT_CONNECTION_OPTIONS: dict[str, Any] = {
     "socket_connect_timeout": 2.0,
@@ -124,6 +126,7 @@ class Connections:
         self.url = self.topology.url
         self.options = {**DEFAULT_CONNECTION_OPTIONS, **options}
         self._sync: SyncClient | None = None
+        self._direct: DirectLane | None = None
         self._lock = threading.Lock()
         self._async: dict[asyncio.AbstractEventLoop, AsyncClient] = {}
         self._async_sentinels: dict[asyncio.AbstractEventLoop, Any] = {}
@@ -133,8 +136,18 @@ class Connections:
         if self._sync is None:
             with self._lock:
                 if self._sync is None:
-                    self._sync = self.new_sync()
+                    client = self.new_sync()
+                    self._direct = DirectLane.for_client(client)
+                    self._sync = client
         return self._sync
+
+    @property
+    def direct(self) -> DirectLane | None:
+        """The sync client's lane for hot commands, or None where redis-py's own path serves
+        (Sentinel, Cluster; see direct.py)."""
+        if self._sync is None:
+            self.sync  # noqa: B018 -- creates both
+        return self._direct
 
     @property
     def aio(self) -> AsyncClient:

@@ -9,6 +9,7 @@ The scripts build per-queue and per-task keys from the prefix and the suffixes b
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 ROOT = "redis_tasks"
@@ -45,7 +46,7 @@ class Keys:
 
     namespace: str
 
-    @property
+    @functools.cached_property
     def prefix(self) -> str:
         return prefix_for(self.namespace)
 

@@ -94,6 +94,20 @@ class TaskStore:
             script = self._scripts[key] = client.register_script(source)
         return functools.partial(script, client=client)
 
+    def _run_sync(self, source: str, keys: list[str], args: list[Any]) -> Any:
+        """Run a script on the sync client, down its direct lane where it has one."""
+        client = self.connections.sync
+        lane = self.connections.direct
+        script = self._script(client, source)
+        if lane is None:
+            return script(keys=keys, args=args)
+        sha = script.func.sha
+        try:
+            return lane("EVALSHA", sha, len(keys), *keys, *args)
+        except redis.exceptions.NoScriptError:  # a restarted or flushed server: nothing ran
+            lane("SCRIPT", "LOAD", source)
+            return lane("EVALSHA", sha, len(keys), *keys, *args)
+
     def unavailable(self, exc: redis.RedisError) -> BackendUnavailable:
         if isinstance(exc, redis.ConnectionError | redis.TimeoutError) and "connecting" not in str(
             exc
@@ -109,9 +123,13 @@ class TaskStore:
 
     # --- enqueue ------------------------------------------------------------------------
 
-    def _enqueue_keys(self, first_task_id: str) -> list[str]:
+    @functools.cached_property
+    def _enqueue_fixed_keys(self) -> tuple[str, ...]:
         k = self.keys
-        return [k.queues, k.sequence, k.expiry, k.wake, k.heads, k.due, k.task(first_task_id)]
+        return (k.queues, k.sequence, k.expiry, k.wake, k.heads, k.due)
+
+    def _enqueue_keys(self, first_task_id: str) -> list[str]:
+        return [*self._enqueue_fixed_keys, self.keys.task(first_task_id)]
 
     def _batch_argv(self, requests: Sequence[EnqueueRequest]) -> list[Any]:
         o = self.options
@@ -143,12 +161,15 @@ class TaskStore:
 
     def enqueue(self, requests: Sequence[EnqueueRequest]) -> Enqueued:
         """Queue tasks, all or none, in one script call."""
-        client = self.connections.sync
-        script = self._script(client, scripts.ENQUEUE_SOURCE)
         keys = self._enqueue_keys(requests[0].task_id)
         args = [self.keys.prefix, *self._batch_argv(requests)]
         try:
-            reply, acks = durability.enqueue(client, script, keys, args, self._waits)
+            if self._waits:
+                client = self.connections.sync
+                script = self._script(client, scripts.ENQUEUE_SOURCE)
+                reply, acks = durability.enqueue(client, script, keys, args, self._waits)
+            else:
+                reply, acks = self._run_sync(scripts.ENQUEUE_SOURCE, keys, args), []
         except redis.RedisError as exc:
             raise self.unavailable(exc) from exc
         enqueued = self._enqueued(reply, requests)
@@ -194,6 +215,9 @@ class TaskStore:
 
     def read(self, task_id: str) -> dict[bytes, bytes]:
         try:
+            lane = self.connections.direct
+            if lane is not None:
+                return lane.hgetall(self.keys.task(task_id))
             return self.connections.sync.hgetall(self.keys.task(task_id))  # type: ignore[return-value]
         except redis.RedisError as exc:
             raise self.unavailable(exc) from exc

@@ -1,0 +1,95 @@
+"""The direct lane (direct.py): the enqueue script and get_result's read sent down connections it
+keeps itself, with what redis-py's pool guarantees kept."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+import redis
+import redis.sentinel
+
+from redis_tasks.backend import RedisBackend
+from redis_tasks.compat import TaskResultStatus, task_backends
+from redis_tasks.direct import DirectLane
+from tests import tasks
+from tests.helpers import burst
+from tests.redis_server import RedisServer, free_port
+
+
+def lane_on(server: RedisServer, **options: float) -> DirectLane:
+    lane = DirectLane.for_client(redis.Redis.from_url(server.url, **options))  # type: ignore[arg-type]
+    assert lane is not None
+    return lane
+
+
+def test_enqueue_and_get_result_go_down_the_lane_and_ride_out_a_redis_restart() -> None:
+    server = RedisServer(free_port()).start()
+    try:
+        backend = RedisBackend("default", {"BACKEND": "x", "LOCATION": server.url + "/3"})
+        first = backend.enqueue(tasks.add, [1, 2], {})
+        lane = backend.store.connections.direct
+        assert lane is not None and len(lane._idle) == 1  # the enqueue's connection, kept
+        server.kill()
+        server.start()  # the kept connection is now closed by the other end
+        second = backend.enqueue(tasks.add, [3, 4], {})
+        assert backend.get_result(second.id).status == TaskResultStatus.READY
+        assert first.id != second.id
+    finally:
+        server.stop()
+
+
+def test_enqueue_loads_the_script_again_after_a_script_flush(clean_redis: redis.Redis) -> None:
+    backend = task_backends["default"]
+    backend.enqueue(tasks.add, [1, 2], {})
+    clean_redis.script_flush()
+    result = backend.enqueue(tasks.add, [5, 6], {})
+    burst()
+    assert backend.get_result(result.id).return_value == 11
+
+
+def test_a_reply_cut_off_by_a_timeout_is_never_read_as_the_next_reply(
+    redis_server: RedisServer,
+) -> None:
+    lane = lane_on(redis_server, socket_timeout=0.2)
+    with pytest.raises(redis.TimeoutError):
+        lane("BLPOP", "test-direct:nothing", 0.6)  # its nil reply comes after the timeout
+    assert lane("ECHO", "next") == b"next"
+
+
+def test_an_error_reply_leaves_the_connection_in_use(redis_server: RedisServer) -> None:
+    lane = lane_on(redis_server)
+    lane("SET", "test-direct:text", "x")
+    client_id = lane("CLIENT", "ID")
+    with pytest.raises(redis.ResponseError, match="not an integer"):
+        lane("INCR", "test-direct:text")
+    assert lane("CLIENT", "ID") == client_id
+    assert lane("GET", "test-direct:text") == b"x"
+
+
+def test_a_forked_child_opens_connections_of_its_own(redis_server: RedisServer) -> None:
+    lane = lane_on(redis_server)
+    parent_id = lane("CLIENT", "ID")
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: report the id of the connection it used, and leave
+        try:
+            os.write(write_end, str(lane("CLIENT", "ID")).encode())
+        finally:
+            os._exit(0)
+    os.close(write_end)
+    os.waitpid(pid, 0)
+    child_id = int(os.read(read_end, 64))
+    os.close(read_end)
+    assert child_id != parent_id
+    assert lane("CLIENT", "ID") == parent_id  # the parent's connection was not disturbed
+
+
+def test_only_plain_single_server_clients_get_a_lane(redis_server: RedisServer) -> None:
+    assert DirectLane.for_client(redis.Redis.from_url(redis_server.url)) is not None
+    sentinel = redis.sentinel.Sentinel([("127.0.0.1", free_port())])
+    assert DirectLane.for_client(sentinel.master_for("mymaster")) is None
+    assert (
+        DirectLane.for_client(redis.Redis.from_url(redis_server.url, single_connection_client=True))
+        is None
+    )
