@@ -321,3 +321,35 @@ def test_asyncio_connections_pack_commands_as_redis_py_does() -> None:
     )
     assert sent == b"".join(reference)
     assert name.startswith("HiredisPacked") == HIREDIS_AVAILABLE
+
+
+def test_a_batch_takes_consecutive_sequence_numbers_in_call_order(clean_redis: redis.Redis) -> None:
+    """enqueue_many takes all its sequence numbers in one step; tasks still line up first in
+    first out, across batches and single enqueues, and a unique call already queued takes none."""
+    backend = task_backends["default"]
+    k = backend.store.keys
+    held = tasks.unique_call.enqueue(1)
+    first = backend.enqueue_many(tasks.add, [((i, 0), {}) for i in range(4)])
+    single = tasks.add.enqueue(9, 9)
+    mixed = backend.enqueue_many(tasks.unique_call, [((1,), {}), ((2,), {}), ((3,), {})])
+    assert mixed[0].id == held.id  # the queued unique task stands for that call
+    order = [held, *first, single, mixed[1], mixed[2]]
+    scores = [int(clean_redis.zscore(k.ready("default"), r.id) or 0) for r in order]
+    base = 100 * 2**40
+    assert scores == [base + n for n in range(1, len(order) + 1)]
+    stored = [int(clean_redis.hget(k.task(r.id), "score") or 0) for r in order]
+    assert stored == scores
+
+
+def test_wake_tokens_stay_bounded_while_no_worker_takes_them(clean_redis: redis.Redis) -> None:
+    port = clean_redis.connection_pool.connection_kwargs["port"]
+    backend = RedisBackend(
+        "unbounded", {"BACKEND": "x", "LOCATION": f"redis://127.0.0.1:{port}/12", "maxsize": None}
+    )
+    wake = backend.store.keys.wake
+    lengths = []
+    for i in range(300):
+        backend.enqueue(tasks.add, [i, i], {})
+        lengths.append(clean_redis.llen(wake))
+    assert lengths[:128] == list(range(1, 129))  # one token per enqueue
+    assert max(lengths) == 128 and min(lengths[128:]) == 64

@@ -127,8 +127,10 @@ local function is_waiting_or_running(prefix, id)
   end
   return false
 end
+-- Tokens pile up while every worker is busy; trimmed back to 64 once past 128, so the trim is
+-- paid once every 64 enqueues, not by each.
 local function wake(key)
-  if repaired('LPUSH', key, '1') > 64 then redis.call('LTRIM', key, 0, 63) end
+  if repaired('LPUSH', key, '1') > 128 then redis.call('LTRIM', key, 0, 63) end
 end
 -- The index of queues, so that a claim reads only the best queues, not every one: `heads`
 -- scores each queue holding ready tasks with a lower bound of its best ready score, `due` each
@@ -182,49 +184,66 @@ local function enqueue_batch(prefix, at, now)
   end
   -- From here on every step succeeds (a key of a wrong type is moved aside, never an error),
   -- so the batch is queued whole.
-  local added, best_ready, first_due = {}, {}, {}
+  -- Numbers are turned into text here, once each: a number handed to redis.call is formatted
+  -- with '%.17g' by Redis, which costs as much as a small command.
+  local now_text = string.format('%d', now)
+  local added, best_ready, best_text, first_due, due_text = {}, {}, {}, {}, {}
+  -- One sequence number per new task, all taken in one step: seq + 1 .. seq + new.
+  local seq = 0
+  if new > 0 then
+    seq = redis.pcall('INCRBY', KEYS[2], new)
+    if type(seq) ~= 'number' then  -- not a counter: move it aside, restart FIFO numbering
+      quarantine(KEYS[2], now)
+      seq = redis.call('INCRBY', KEYS[2], new)
+    end
+    seq = seq - new
+  end
   for t = 0, count - 1 do
     if existing[t + 1] == '' then
       local f = first + t * TASK_FIELDS
       local id, queue, priority = ARGV[f], ARGV[f + 1], tonumber(ARGV[f + 2])
       local key = prefix .. '@TASK@' .. id
-      local seq = redis.pcall('INCR', KEYS[2])
-      if type(seq) ~= 'number' then  -- not a counter: move it aside, restart FIFO numbering
-        quarantine(KEYS[2], now)
-        seq = redis.call('INCR', KEYS[2])
-      end
-      local score = string.format('%.0f', (100 - priority) * 1099511627776 + seq)
+      seq = seq + 1
+      local score = (100 - priority) * 1099511627776 + seq
+      local score_text = string.format('%d', score)
       local run_after = tonumber(ARGV[f + 3])
       local due = (run_after and run_after > now) and run_after or now
       local fields = {'path', ARGV[f + 4], 'queue', queue, 'priority', ARGV[f + 2],
-                      'score', score, 'args', ARGV[f + 5], 'kwargs', ARGV[f + 6],
+                      'score', score_text, 'args', ARGV[f + 5], 'kwargs', ARGV[f + 6],
                       'backend', backend, 'status', 'READY',
-                      'enqueued_at', now}
-      local function field(name, value) fields[#fields + 1], fields[#fields + 2] = name, value end
-      if ARGV[f + 8] ~= '' then field('max_attempts', ARGV[f + 8]) end
+                      'enqueued_at', now_text}
+      local n = #fields
+      if ARGV[f + 8] ~= '' then
+        fields[n + 1], fields[n + 2], n = 'max_attempts', ARGV[f + 8], n + 2
+      end
       if ARGV[f + 7] ~= '' then
-        field('unique', ARGV[f + 7])
+        fields[n + 1], fields[n + 2], n = 'unique', ARGV[f + 7], n + 2
         redis.call('SET', prefix .. '@UNIQUE@' .. ARGV[f + 7], id)
       end
-      if run_after then field('run_after', ARGV[f + 3]) end
-      if ttl then field('expires_at', due + ttl) end
+      if run_after then fields[n + 1], fields[n + 2], n = 'run_after', ARGV[f + 3], n + 2 end
+      local expires_at = ttl and string.format('%d', due + ttl)
+      if expires_at then fields[n + 1], fields[n + 2] = 'expires_at', expires_at end
       redis.call('HSET', key, unpack(fields))
       if not added[queue] then
         repaired('SADD', KEYS[1], queue)
         added[queue] = true
       end
       if due > now then
-        repaired('ZADD', prefix .. '@DEFERRED@' .. queue, run_after, id)
-        first_due[queue] = math.min(first_due[queue] or run_after, run_after)
+        repaired('ZADD', prefix .. '@DEFERRED@' .. queue, ARGV[f + 3], id)
+        if not first_due[queue] or run_after < first_due[queue] then
+          first_due[queue], due_text[queue] = run_after, ARGV[f + 3]
+        end
       else
-        repaired('ZADD', prefix .. '@READY@' .. queue, score, id)
-        best_ready[queue] = math.min(best_ready[queue] or tonumber(score), tonumber(score))
+        repaired('ZADD', prefix .. '@READY@' .. queue, score_text, id)
+        if not best_ready[queue] or score < best_ready[queue] then
+          best_ready[queue], best_text[queue] = score, score_text
+        end
       end
-      if ttl then repaired('ZADD', KEYS[3], due + ttl, id) end
+      if expires_at then repaired('ZADD', KEYS[3], expires_at, id) end
     end
   end
-  for queue, s in pairs(best_ready) do index_ready(KEYS[5], queue, s) end
-  for queue, at in pairs(first_due) do index_due(KEYS[6], queue, at) end
+  for queue, text in pairs(best_text) do index_ready(KEYS[5], queue, text) end
+  for queue, text in pairs(due_text) do index_due(KEYS[6], queue, text) end
   if new > 0 then
     wake(KEYS[4])
     tally(prefix, 'enqueued', new)
