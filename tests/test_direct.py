@@ -1,17 +1,20 @@
-"""The direct lane (direct.py): the enqueue script and get_result's read sent down connections it
-keeps itself, with what redis-py's pool guarantees kept."""
+"""The direct lanes (direct.py): the enqueue script, get_result's read and the worker's pipelines
+sent down connections they keep themselves, with what redis-py's pool guarantees kept."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 
 import pytest
 import redis
+import redis.asyncio
+import redis.asyncio.sentinel
 import redis.sentinel
 
 from redis_tasks.backend import RedisBackend
 from redis_tasks.compat import TaskResultStatus, task_backends
-from redis_tasks.direct import DirectLane
+from redis_tasks.direct import AsyncDirectLane, DirectLane
 from tests import tasks
 from tests.helpers import burst
 from tests.redis_server import RedisServer, free_port
@@ -93,3 +96,35 @@ def test_only_plain_single_server_clients_get_a_lane(redis_server: RedisServer) 
         DirectLane.for_client(redis.Redis.from_url(redis_server.url, single_connection_client=True))
         is None
     )
+
+
+def test_the_asyncio_lane_rides_out_a_restart_a_cancellation_and_error_replies() -> None:
+    server = RedisServer(free_port()).start()
+
+    async def main() -> None:
+        client = redis.asyncio.Redis.from_url(server.url)
+        lane = AsyncDirectLane.for_client(client)
+        assert lane is not None
+        try:
+            replies = await lane.pipeline([("SET", "k", "x"), ("INCR", "k"), ("GET", "k")])
+            assert replies[0] is True or replies[0] == b"OK"
+            assert isinstance(replies[1], redis.ResponseError) and replies[2] == b"x"
+            server.kill()
+            server.start()  # the kept connection is now closed by the other end
+            assert await lane.pipeline([("ECHO", "after restart")]) == [b"after restart"]
+            with pytest.raises(TimeoutError):  # cancelled while its reply is still to come
+                await asyncio.wait_for(lane.pipeline([("BLPOP", "nothing", 0.6)]), 0.2)
+            assert await lane.pipeline([("ECHO", "next")]) == [b"next"]
+        finally:
+            await client.aclose()
+
+    try:
+        asyncio.run(main())
+    finally:
+        server.stop()
+
+
+def test_only_plain_asyncio_clients_get_a_lane(redis_server: RedisServer) -> None:
+    assert AsyncDirectLane.for_client(redis.asyncio.Redis.from_url(redis_server.url)) is not None
+    sentinel = redis.asyncio.sentinel.Sentinel([("127.0.0.1", free_port())])
+    assert AsyncDirectLane.for_client(sentinel.master_for("mymaster")) is None

@@ -18,6 +18,7 @@ import redis
 from redis.exceptions import NoScriptError
 
 from .connection import AsyncClient
+from .direct import AsyncDirectLane
 
 # Calls per script run: bounded, so that one run stays short (Redis serves nobody else meanwhile)
 # and its argument lists stay far below Lua's limits.
@@ -34,6 +35,7 @@ class ScriptBatcher:
         # Weak: the store keeps batchers per client in a WeakKeyDictionary, and a batcher must
         # not keep a closed loop's client alive.
         self._client_ref = weakref.ref(client)
+        self._lane = AsyncDirectLane.for_client(client)  # None: redis-py's pipelines serve
         self._script = script  # an AsyncScript: its sha, and its source to load it again
         self._keys = keys
         self._pending: dict[tuple[Any, ...], list[tuple[list[Any], asyncio.Future[Any]]]] = {}
@@ -101,20 +103,39 @@ class ScriptBatcher:
         client = self._client_ref()
         if client is None:
             raise redis.ConnectionError("the event loop's Redis client is closed")
-        pipe = client.pipeline(transaction=False)
-        for script, keys, args in commands:
-            pipe.execute_command("EVALSHA", script.sha, len(keys), *keys, *args)
-        replies: list[Any] = await pipe.execute(raise_on_error=False)
+        replies = await self._pipeline(client, [self._evalsha(*command) for command in commands])
         missing = [i for i, reply in enumerate(replies) if isinstance(reply, NoScriptError)]
         if missing:
             for script in {id(commands[i][0]): commands[i][0] for i in missing}.values():
-                script.sha = await client.script_load(script.script)
-            again = client.pipeline(transaction=False)
-            for i in missing:
-                script, keys, args = commands[i]
-                again.execute_command("EVALSHA", script.sha, len(keys), *keys, *args)
-            for i, reply in zip(missing, await again.execute(raise_on_error=False), strict=True):
+                script.sha = await self._load(client, script.script)
+            again = await self._pipeline(client, [self._evalsha(*commands[i]) for i in missing])
+            for i, reply in zip(missing, again, strict=True):
                 replies[i] = reply
+        return replies
+
+    async def _load(self, client: AsyncClient, source: str) -> str:
+        """Load a script, down the same lane as the calls: redis-py 8.1's asyncio pool lends
+        an idle connection that the server closed (its check is off while maintenance
+        notifications are "auto"), the lane checks its own."""
+        if self._lane is None:
+            return str(await client.script_load(source))
+        (sha,) = await self._lane.pipeline([("SCRIPT", "LOAD", source)])
+        if isinstance(sha, Exception):
+            raise sha
+        return sha.decode() if isinstance(sha, bytes) else str(sha)
+
+    @staticmethod
+    def _evalsha(script: Any, keys: list[Any], args: list[Any]) -> tuple[Any, ...]:
+        return ("EVALSHA", script.sha, len(keys), *keys, *args)
+
+    async def _pipeline(self, client: AsyncClient, commands: list[tuple[Any, ...]]) -> list[Any]:
+        """The commands in one trip, down the direct lane where there is one (direct.py)."""
+        if self._lane is not None:
+            return await self._lane.pipeline(commands)
+        pipe = client.pipeline(transaction=False)
+        for command in commands:
+            pipe.execute_command(*command)
+        replies: list[Any] = await pipe.execute(raise_on_error=False)
         return replies
 
 

@@ -11,31 +11,39 @@ connection's retry policy, periodic health checks, and fork safety (a child proc
 parent's connections). A connection that fails in any way but a complete error reply is disconnected
 and handed back to the pool, never reused half-read.
 
-Only a plain ``redis.Redis`` on a plain ``ConnectionPool`` gets a lane; Sentinel and Cluster
-clients, and clients with client-side caching, keep redis-py's own path.
+Only a plain ``redis.Redis`` on a plain ``ConnectionPool`` gets a lane (and its asyncio twin,
+for the worker's pipelines of claims and finishes); Sentinel and Cluster clients, and clients
+with client-side caching, keep redis-py's own path.
 """
 
 from __future__ import annotations
 
 import os
+import select
 from collections import deque
 from typing import Any
 
 import redis
+import redis.asyncio
 from redis.utils import HIREDIS_AVAILABLE
 
 if HIREDIS_AVAILABLE:
     from hiredis import pack_command as hiredis_pack
 
 
+def _packs_with_hiredis(pool: Any) -> bool:
+    """Whether hiredis may pack for this pool's connections: it encodes text as UTF-8, as
+    redis-py's sync connections have it do, less redis-py's pass over each argument."""
+    encoding = str(pool.connection_kwargs.get("encoding", "utf-8"))
+    return HIREDIS_AVAILABLE and encoding.replace("-", "").lower() == "utf8"
+
+
 class DirectLane:
     def __init__(self, client: redis.Redis) -> None:
-        self._pool = client.connection_pool
+        self._pool: Any = client.connection_pool
         self._idle: deque[Any] = deque()
         self._pid = os.getpid()
-        # hiredis packs as redis-py's sync connections do, less redis-py's per-argument pass.
-        encoding = self._pool.connection_kwargs.get("encoding", "utf-8")
-        self._hiredis = HIREDIS_AVAILABLE and encoding.replace("-", "").lower() == "utf8"
+        self._hiredis = _packs_with_hiredis(self._pool)
 
     @staticmethod
     def for_client(client: Any) -> DirectLane | None:
@@ -68,7 +76,7 @@ class DirectLane:
         try:
             return self._pool.get_connection()
         except TypeError:  # redis-py before 5.3 asks for a command name
-            return self._pool.get_connection("_")  # type: ignore[call-arg,unused-ignore]
+            return self._pool.get_connection("_")
 
     def _pack(self, conn: Any, args: tuple[Any, ...]) -> Any:
         if self._hiredis:
@@ -108,3 +116,87 @@ class DirectLane:
         if isinstance(reply, dict):  # RESP3
             return reply
         return dict(zip(reply[::2], reply[1::2], strict=True))
+
+
+def _socket_readable(conn: Any) -> bool:
+    """Whether an idle asyncio connection's socket has bytes (or its end) the loop has not read
+    yet: its reader learns of a close only once the loop has polled the socket. Not for TLS,
+    where a server may send records (session tickets) that are not replies."""
+    writer = getattr(conn, "_writer", None)
+    transport = getattr(writer, "transport", None)
+    if transport is None or transport.get_extra_info("sslcontext") is not None:
+        return False
+    sock = transport.get_extra_info("socket")
+    if sock is None:
+        return False
+    readable, _, _ = select.select([sock.fileno()], [], [], 0)
+    return bool(readable)
+
+
+class AsyncDirectLane:
+    """The asyncio twin, for the worker's batched writes (batching.py): a pipeline of commands
+    packed at once, sent in one write, its replies read in order, on a connection kept in a free
+    list of its own. Error replies come back in the list, as ``raise_on_error=False`` gives them;
+    a connection that fails or is cancelled halfway is disconnected and handed back to the pool."""
+
+    def __init__(self, client: redis.asyncio.Redis) -> None:
+        self._pool: Any = client.connection_pool
+        self._idle: deque[Any] = deque()
+        self._hiredis = _packs_with_hiredis(self._pool)
+
+    @staticmethod
+    def for_client(client: Any) -> AsyncDirectLane | None:
+        """A lane for ``client`` if it is a plain single-server asyncio client, else None."""
+        pool = getattr(client, "connection_pool", None)
+        if (
+            type(client) is not redis.asyncio.Redis
+            or type(pool) is not redis.asyncio.ConnectionPool
+        ):
+            return None
+        if client.single_connection_client:
+            return None
+        return AsyncDirectLane(client)
+
+    async def _borrow(self) -> Any:
+        try:
+            conn = self._idle.pop()
+        except IndexError:
+            try:
+                return await self._pool.get_connection()
+            except TypeError:  # redis-py before 5.3 asks for a command name
+                return await self._pool.get_connection("_")
+        try:  # as the pool checks before lending one (see DirectLane._borrow)
+            # can_read since redis-py 8 (can_read_destructive, its older name, now warns)
+            check = getattr(conn, "can_read", None) or conn.can_read_destructive
+            stale = await check() or _socket_readable(conn)
+        except (redis.ConnectionError, redis.TimeoutError, OSError):
+            stale = True
+        if stale:
+            await conn.disconnect()  # the send reconnects
+        return conn
+
+    async def pipeline(self, commands: list[tuple[Any, ...]]) -> list[Any]:
+        """Each command's raw reply, or the ResponseError it got, in order."""
+        conn = await self._borrow()
+        try:
+            if self._hiredis:
+                packed = [b"".join([hiredis_pack(command) for command in commands])]
+            else:
+                packed = conn.pack_commands(commands)
+        except BaseException:
+            self._idle.append(conn)  # nothing was sent
+            raise
+        replies: list[Any] = []
+        try:
+            await conn.send_packed_command(packed)
+            for _ in commands:
+                try:
+                    replies.append(await conn.read_response())
+                except redis.ResponseError as exc:  # read whole: the next reply follows
+                    replies.append(exc)
+        except BaseException:
+            await conn.disconnect()
+            await self._pool.release(conn)
+            raise
+        self._idle.append(conn)
+        return replies
