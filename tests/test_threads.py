@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import threading
+from typing import Any
 
+from redis_tasks import threads as threads_module
 from redis_tasks.threads import TaskThreads
 
 
@@ -57,3 +59,26 @@ def test_shutdown_runs_the_calls_already_queued() -> None:
     assert sorted(ran) == list(range(5))
     loop.run_until_complete(asyncio.gather(*futures))
     loop.close()
+
+
+def test_a_call_behind_a_long_one_wakes_a_thread_at_once(monkeypatch: Any) -> None:
+    """With the loop not running no spreading can happen, so only the rule at submit can start
+    the second call: every awake thread is in a call begun long enough ago (any time, here)."""
+    monkeypatch.setattr(threads_module, "SPREAD_AFTER", 0.0)
+    loop = asyncio.new_event_loop()
+    threads = TaskThreads(loop, 4, name="test")
+    long_began, release, second_ran = threading.Event(), threading.Event(), threading.Event()
+
+    def long_call() -> None:
+        long_began.set()
+        assert release.wait(10)
+
+    try:
+        threads.submit(long_call)
+        assert long_began.wait(10)
+        threads.submit(second_ran.set)
+        assert second_ran.wait(10), "the second call waited behind the long one"
+    finally:
+        release.set()
+        threads.shutdown(wait=True)
+        loop.close()

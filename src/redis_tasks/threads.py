@@ -5,7 +5,8 @@ fight over the GIL (about four context switches and twice the CPU per task, meas
 ``getrusage`` on a drain of no-op tasks). So a call wakes a thread only when none is awake: an
 awake thread takes the calls queued after its own before it sleeps again. Calls that still wait
 ``SPREAD_AFTER`` later (the awake threads are busy with long calls) wake as many more threads
-as there are calls waiting, so long calls still run side by side, up to the pool's size.
+as there are calls waiting, and a call made while every awake thread is in a call begun over
+``SPREAD_AFTER`` ago wakes one at once: long calls still run side by side, up to the pool's size.
 
 ``loop.run_in_executor`` would also wake the loop once per finished call (a write to its
 self-pipe, a trip through the selector). Here a thread that finishes queues its result and
@@ -18,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import threading
+import time
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -35,6 +37,7 @@ class TaskThreads:
         self._lock = threading.Lock()  # guards _awake and _stopping against the threads' sleep
         self._bell = threading.Semaphore(0)  # one release wakes one sleeping thread
         self._awake = 0  # threads woken and not yet asleep again
+        self._in_call: dict[int, float] = {}  # thread ident -> when its current call began
         self._stopping = False
         self._spread_pending = False
         self._done: list[tuple[asyncio.Future[Any], Any, BaseException | None]] = []
@@ -57,12 +60,21 @@ class TaskThreads:
             self._running.add(future)
         with self._lock:
             self._work.append((future, function, args))
-            if self._awake == 0:
+            if self._awake == 0 or self._all_awake_are_in_long_calls():
                 self._wake(1)
         if not self._spread_pending:
             self._spread_pending = True
             self._loop.call_later(SPREAD_AFTER, self._spread)
         return future
+
+    def _all_awake_are_in_long_calls(self) -> bool:
+        """Whether no awake thread will be free soon: each is in a call begun over
+        SPREAD_AFTER ago (under _lock). Then a new call wakes a thread at once instead of
+        waiting for the spread."""
+        if len(self._in_call) < self._awake:
+            return False  # one is between calls: it takes the new one
+        begun_before = time.monotonic() - SPREAD_AFTER
+        return all(begun < begun_before for begun in self._in_call.values())
 
     def _wake(self, count: int) -> None:
         """Wake up to ``count`` sleeping threads (under _lock)."""
@@ -101,9 +113,12 @@ class TaskThreads:
 
     def _next(self) -> Any:
         """The next call for this thread, sleeping while there is none; None: stop."""
+        me = threading.get_ident()
         while True:
             with self._lock:
+                self._in_call.pop(me, None)
                 if self._work:
+                    self._in_call[me] = time.monotonic()
                     return self._work.popleft()
                 if self._stopping:
                     return None
