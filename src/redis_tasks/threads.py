@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import queue
 import threading
 import time
 from collections.abc import Callable
@@ -35,7 +36,9 @@ class TaskThreads:
         self._size = size
         self._work: collections.deque[Any] = collections.deque()
         self._lock = threading.Lock()  # guards _awake and _stopping against the threads' sleep
-        self._bell = threading.Semaphore(0)  # one release wakes one sleeping thread
+        # One token wakes one sleeping thread (a C queue: threading.Semaphore is Python code
+        # around a Condition, and its release showed in profiles).
+        self._bell: queue.SimpleQueue[None] = queue.SimpleQueue()
         self._awake = 0  # threads woken and not yet asleep again
         self._in_call: dict[int, float] = {}  # thread ident -> when its current call began
         self._stopping = False
@@ -81,7 +84,8 @@ class TaskThreads:
         count = min(count, self._size - self._awake)
         if count > 0:
             self._awake += count
-            self._bell.release(count)
+            for _ in range(count):
+                self._bell.put(None)
 
     def _spread(self) -> None:
         """On the loop: calls still waiting get threads of their own."""
@@ -123,10 +127,10 @@ class TaskThreads:
                 if self._stopping:
                     return None
                 self._awake -= 1
-            self._bell.acquire()
+            self._bell.get()
 
     def _serve(self) -> None:
-        self._bell.acquire()  # asleep until the first call (the pool counts it asleep)
+        self._bell.get()  # asleep until the first call (the pool counts it asleep)
         while True:
             item = self._next()
             if item is None:
