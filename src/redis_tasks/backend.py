@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import secrets
 from collections.abc import Iterable
-from typing import Any
+from typing import Any, NamedTuple
 
 from asgiref.sync import sync_to_async
 from django.core import checks
@@ -32,6 +32,18 @@ from .serialization import (
 )
 from .store import Enqueued, EnqueueRequest, TaskStore
 from .task import RedisTask, validate_options
+
+
+class _CallShape(NamedTuple):
+    """What every call of one task shares, worked out once per ``enqueue_many``."""
+
+    path: str
+    queue: str
+    priority: int
+    run_after_ms: int | None
+    unique: bool
+    max_attempts: int | None
+    max_payload_bytes: int
 
 
 class RedisBackend(BaseTaskBackend):  # type: ignore[misc,unused-ignore]
@@ -100,7 +112,9 @@ class RedisBackend(BaseTaskBackend):  # type: ignore[misc,unused-ignore]
 
     # --- enqueue ------------------------------------------------------------------------
 
-    def _prepare(self, task: Any, args: Any, kwargs: Any) -> tuple[Any, EnqueueRequest]:
+    def _prepare(
+        self, task: Any, args: Any, kwargs: Any, shape: _CallShape
+    ) -> tuple[Any, EnqueueRequest]:
         """The result to hand back and the request to send, for one call of a task already
         validated (``_prepare_many`` validates it once for all its calls)."""
         try:
@@ -109,16 +123,16 @@ class RedisBackend(BaseTaskBackend):  # type: ignore[misc,unused-ignore]
             kwargs_json = dumps(kwargs) if kwargs else "{}"
         except (TypeError, ValueError) as exc:  # ValueError: NaN or infinity
             raise ArgumentsNotSerializable(
-                f"Arguments of task {task.module_path!r} cannot be stored as JSON: {exc}. "
+                f"Arguments of task {shape.path!r} cannot be stored as JSON: {exc}. "
                 "Pass only JSON types (str, int, float, bool, None, lists, dicts with str keys), "
                 "e.g. an object's primary key instead of the object. Nothing was queued."
             ) from exc
         text = args_json + kwargs_json
         size = len(text) if text.isascii() else len(text.encode())  # bytes, not characters
-        if size > self.config.max_payload_bytes:
+        if size > shape.max_payload_bytes:
             raise PayloadTooLarge(
-                f"Arguments of task {task.module_path!r} take {size} bytes as JSON, over the "
-                f"backend's max_payload_bytes ({self.config.max_payload_bytes}). Store large data "
+                f"Arguments of task {shape.path!r} take {size} bytes as JSON, over the "
+                f"backend's max_payload_bytes ({shape.max_payload_bytes}). Store large data "
                 "elsewhere (a file, a model) and pass its key. Nothing was queued."
             )
         result = new_result(
@@ -136,26 +150,28 @@ class RedisBackend(BaseTaskBackend):  # type: ignore[misc,unused-ignore]
             worker_ids=[],
         )
         request = EnqueueRequest(
-            task_id=result.id,
-            queue=task.queue_name,
-            priority=task.priority,
-            path=task.module_path,
-            args_json=args_json,
-            kwargs_json=kwargs_json,
-            run_after_ms=None if task.run_after is None else to_ms(task.run_after),
-            unique_key=task.unique_key(args_json, kwargs_json, args, kwargs)
-            if isinstance(task, RedisTask)
-            else None,
-            max_attempts=getattr(task, "max_attempts", None),
-        )
+            result.id, shape.queue, shape.priority, shape.path, args_json, kwargs_json,
+            shape.run_after_ms,
+            task.unique_key(args_json, kwargs_json, args, kwargs) if shape.unique else None,
+            shape.max_attempts,
+        )  # fmt: skip
         return result, request
 
     def _prepare_many(self, task: Any, calls: Iterable[Any]) -> tuple[list[Any], list[Any]]:
         self._ensure_configured()
         self.validate_task(task)  # once: every call is of the same task
+        shape = _CallShape(
+            path=task.module_path,
+            queue=task.queue_name,
+            priority=task.priority,
+            run_after_ms=None if task.run_after is None else to_ms(task.run_after),
+            unique=isinstance(task, RedisTask) and task.unique not in (False, None),
+            max_attempts=getattr(task, "max_attempts", None),
+            max_payload_bytes=self.config.max_payload_bytes,
+        )
         results, requests = [], []
         for args, kwargs in calls:
-            result, request = self._prepare(task, args, kwargs)
+            result, request = self._prepare(task, args, kwargs, shape)
             results.append(result)
             requests.append(request)
         return results, requests

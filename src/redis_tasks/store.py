@@ -11,7 +11,7 @@ import secrets
 import weakref
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import Any, NamedTuple, cast
 
 import redis
 import redis.asyncio
@@ -32,9 +32,9 @@ SWEEP_MS = 100
 RECONCILE_MS = 2000
 
 
-@dataclass(frozen=True)
-class EnqueueRequest:
-    """One task call, already validated and serialised."""
+class EnqueueRequest(NamedTuple):
+    """One task call, already validated and serialised (a tuple: a bulk enqueue makes one per
+    call, and a frozen dataclass's ``__init__`` costs several times as much)."""
 
     task_id: str
     queue: str
