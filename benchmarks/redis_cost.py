@@ -1,5 +1,6 @@
-"""Redis-side cost per task, in instructions executed by ``redis-server``: enqueue, claim
-(batches of 10) and finish (batches of 10, as the worker's group commit sends them).
+"""Redis-side cost per task, in instructions executed by ``redis-server``: enqueue, bulk
+enqueue (``enqueue_many``, batches of 1,000), claim (batches of 10) and finish (batches of 10,
+as the worker's group commit sends them).
 
 Why: wall-clock figures on a shared 2-CPU machine move by ±20%; callgrind's instruction
 counts do not (the same count twice for the same inputs), so they show what a change to the
@@ -100,6 +101,13 @@ def measure(pid: int, folder: str, url: str, tasks: int) -> None:
                 *(store.afinish(c, "SUCCESSFUL", "null", None) for c in claims[i : i + 10])
             )
 
+    backend = task_backends["default"]
+    bulk_start = instructions(pid, folder)
+    for _ in range(max(tasks // 1000, 1)):
+        backend.enqueue_many(noop, [((), {})] * 1000)
+    bulk_done = instructions(pid, folder)
+    bulk_tasks = max(tasks // 1000, 1) * 1000
+    store.connections.sync.flushdb()
     start = instructions(pid, folder)
     for _ in range(tasks):
         noop.enqueue()
@@ -110,6 +118,7 @@ def measure(pid: int, folder: str, url: str, tasks: int) -> None:
     finished = instructions(pid, folder)
     print(f"redis-server instructions per task ({tasks:,} tasks):")
     print(f"  enqueue (one task.enqueue() each)  {(enqueued - start) / tasks:>10,.0f}")
+    print(f"  bulk    (enqueue_many, 1,000 a call) {(bulk_done - bulk_start) / bulk_tasks:>8,.0f}")
     print(f"  claim   (batches of 10)            {(claimed - enqueued) / tasks:>10,.0f}")
     print(f"  finish  (batches of 10)            {(finished - claimed) / tasks:>10,.0f}")
 
