@@ -31,6 +31,18 @@ if HIREDIS_AVAILABLE:
     from hiredis import pack_command as hiredis_pack
 
 
+def _packed(conn: Any, hiredis: bool, commands: list[tuple[Any, ...]]) -> list[bytes]:
+    """``commands`` packed for one write: by hiredis at once where it may, else (or for an
+    argument hiredis refuses: a bytearray, a memoryview, a bad type) by the connection's own
+    packer, which raises redis-py's DataError for what cannot be sent."""
+    if hiredis:
+        try:
+            return [b"".join([hiredis_pack(command) for command in commands])]
+        except TypeError:
+            pass
+    return list(conn.pack_commands(commands))
+
+
 def _packs_with_hiredis(pool: Any) -> bool:
     """Whether hiredis may pack for this pool's connections: it encodes text as UTF-8, as
     redis-py's sync connections have it do, less redis-py's pass over each argument."""
@@ -78,19 +90,11 @@ class DirectLane:
         except TypeError:  # redis-py before 5.3 asks for a command name
             return self._pool.get_connection("_")
 
-    def _pack(self, conn: Any, args: tuple[Any, ...]) -> Any:
-        if self._hiredis:
-            try:
-                return [hiredis_pack(args)]
-            except TypeError:
-                pass  # a bytearray, a memoryview or a bad type: redis-py's packer decides
-        return conn.pack_command(*args)
-
     def __call__(self, *args: Any) -> Any:
         """Send one command and return its raw reply (no response callback applied)."""
         conn = self._borrow()
         try:
-            packed = self._pack(conn, args)
+            packed = _packed(conn, self._hiredis, [args])
         except BaseException:
             self._idle.append(conn)  # nothing was sent
             raise
@@ -179,10 +183,7 @@ class AsyncDirectLane:
         """Each command's raw reply, or the ResponseError it got, in order."""
         conn = await self._borrow()
         try:
-            if self._hiredis:
-                packed = [b"".join([hiredis_pack(command) for command in commands])]
-            else:
-                packed = conn.pack_commands(commands)
+            packed = _packed(conn, self._hiredis, commands)
         except BaseException:
             self._idle.append(conn)  # nothing was sent
             raise

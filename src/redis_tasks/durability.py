@@ -54,10 +54,9 @@ def _script_missing(reply: Any) -> bool:
 def enqueue(client: Any, bound: Any, keys: list[str], args: list[Any],
             waits: list[list[Any]]) -> tuple[Any, list[Any]]:  # fmt: skip
     """Run the enqueue script (``bound``: the store's script bound to ``client``), then the
-    waits if any, on the same connection; return the script's reply and the waits' (which
-    may be exceptions). Raises the script's own error."""
-    if not waits:
-        return bound(keys=keys, args=args), []
+    waits (at least one: without, the store sends the script down its direct lane), on the
+    same connection; return the script's reply and the waits' (which may be exceptions).
+    Raises the script's own error."""
     script = bound.func
     for _ in range(2):
         reply, *acks = _pipeline(client, script, keys, args, waits).execute(raise_on_error=False)

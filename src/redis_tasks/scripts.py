@@ -188,6 +188,9 @@ local function enqueue_batch(prefix, at, now)
   -- with '%.17g' by Redis, which costs as much as a small command.
   local now_text = string.format('%d', now)
   local added, best_ready, best_text, first_due, due_text = {}, {}, {}, {}, {}
+  local function field(fields, name, value)
+    fields[#fields + 1], fields[#fields + 2] = name, value
+  end
   -- One sequence number per new task, all taken in one step: seq + 1 .. seq + new.
   local seq = 0
   if new > 0 then
@@ -212,17 +215,14 @@ local function enqueue_batch(prefix, at, now)
                       'score', score_text, 'args', ARGV[f + 5], 'kwargs', ARGV[f + 6],
                       'backend', backend, 'status', 'READY',
                       'enqueued_at', now_text}
-      local n = #fields
-      if ARGV[f + 8] ~= '' then
-        fields[n + 1], fields[n + 2], n = 'max_attempts', ARGV[f + 8], n + 2
-      end
+      if ARGV[f + 8] ~= '' then field(fields, 'max_attempts', ARGV[f + 8]) end
       if ARGV[f + 7] ~= '' then
-        fields[n + 1], fields[n + 2], n = 'unique', ARGV[f + 7], n + 2
+        field(fields, 'unique', ARGV[f + 7])
         redis.call('SET', prefix .. '@UNIQUE@' .. ARGV[f + 7], id)
       end
-      if run_after then fields[n + 1], fields[n + 2], n = 'run_after', ARGV[f + 3], n + 2 end
+      if run_after then field(fields, 'run_after', ARGV[f + 3]) end
       local expires_at = ttl and string.format('%d', due + ttl)
-      if expires_at then fields[n + 1], fields[n + 2] = 'expires_at', expires_at end
+      if expires_at then field(fields, 'expires_at', expires_at) end
       redis.call('HSET', key, unpack(fields))
       if not added[queue] then
         repaired('SADD', KEYS[1], queue)
