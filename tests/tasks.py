@@ -107,6 +107,18 @@ def wait_for_file(started: str, release: str) -> str:
     return "released"
 
 
+@task()
+async def async_wait_for_file(started: str, release: str) -> str:
+    """``wait_for_file`` on the event loop."""
+    Path(started).write_text(str(os.getpid()))
+    deadline = time.monotonic() + 30
+    while not Path(release).exists():
+        if time.monotonic() > deadline:
+            raise TimeoutError("release file never appeared")
+        await asyncio.sleep(0.01)
+    return "released"
+
+
 def not_a_task() -> str:
     return "should never run"
 

@@ -200,10 +200,14 @@ def test_leases_are_renewed_while_cpu_or_the_loop_is_busy(background: Any, task_
 # --- graceful hand-back ---------------------------------------------------------------------
 
 
-def test_tasks_still_running_after_the_grace_period_are_handed_back(background: Any) -> None:
+def test_tasks_still_running_after_the_grace_period_are_handed_back(
+    background: Any, tmp_path: Path
+) -> None:
     worker = background(grace=0.1)
-    result = tasks.async_sleeps.using(priority=3).enqueue(0.15)  # within its 0.2s timeout
-    wait_until(lambda: refreshed(result).status == TaskResultStatus.RUNNING)
+    started, release = tmp_path / "started", tmp_path / "release"
+    # It runs until the test releases it, so it is surely still running when the grace ends.
+    result = tasks.async_wait_for_file.using(priority=3).enqueue(str(started), str(release))
+    wait_until(started.exists)
     worker.request_stop()
     wait_until(lambda: refreshed(result).status != TaskResultStatus.RUNNING)
     assert result.status == TaskResultStatus.READY and result.errors == []
@@ -211,8 +215,9 @@ def test_tasks_still_running_after_the_grace_period_are_handed_back(background: 
         Keys("task_queue").task(result.id)
     )
     assert stored[b"uncounted"] == b"1"
+    release.touch()
     burst()
-    assert refreshed(result).return_value == "woke up"
+    assert refreshed(result).return_value == "released"
     assert result.attempts == 2 and result.errors == []
 
 
