@@ -11,7 +11,7 @@ import pytest
 import redis
 from django.utils import timezone
 
-from redis_tasks.backend import RedisBackend
+from redis_tasks.backend import SHAPES_KEPT, RedisBackend
 from redis_tasks.compat import (
     TaskResultDoesNotExist,
     TaskResultStatus,
@@ -353,3 +353,27 @@ def test_wake_tokens_stay_bounded_while_no_worker_takes_them(clean_redis: redis.
         lengths.append(clean_redis.llen(wake))
     assert lengths[:128] == list(range(1, 129))  # one token per enqueue
     assert max(lengths) == 128 and min(lengths[128:]) == 64
+
+
+def test_a_task_is_validated_once_however_often_it_is_enqueued(
+    monkeypatch: Any, settings: Any
+) -> None:
+    settings.TASKS = {"default": {**settings.TASKS["default"], "maxsize": None}}
+    backend = task_backends["default"]
+    other = tasks.add.using(priority=5)
+    checked: list[Any] = []
+    real = backend.validate_task
+    monkeypatch.setattr(backend, "validate_task", lambda t: (checked.append(t), real(t))[1])
+    for _ in range(3):
+        tasks.add.enqueue(1, 2)
+        other.enqueue(1, 2)
+    backend.enqueue_many(other, [((1, 2), {})] * 3)
+    assert [id(t) for t in checked] == [id(tasks.add), id(other)]
+    # Tasks made on the fly are each validated, and what is kept stays bounded.
+    start = timezone.now() + timedelta(hours=1)
+    made = [tasks.add.using(run_after=start + timedelta(seconds=i)) for i in range(SHAPES_KEPT + 5)]
+    checked.clear()  # using() validates too, as the framework does
+    for task in made:
+        task.enqueue(1, 2)
+    assert [id(t) for t in checked] == [id(t) for t in made]
+    assert 0 < len(backend._shapes) <= SHAPES_KEPT

@@ -46,6 +46,10 @@ class _CallShape(NamedTuple):
     max_payload_bytes: int
 
 
+# Tasks whose validation and shape a backend keeps (see ``RedisBackend._shape``).
+SHAPES_KEPT = 256
+
+
 class RedisBackend(BaseTaskBackend):  # type: ignore[misc,unused-ignore]
     task_class = RedisTask
     supports_defer = True
@@ -60,6 +64,7 @@ class RedisBackend(BaseTaskBackend):  # type: ignore[misc,unused-ignore]
         # Without QUEUES any queue name is accepted; an empty set disables the framework's check.
         self.queues = set(parsed.queues)
         self.store = TaskStore(alias, parsed)
+        self._shapes: dict[int, tuple[Any, _CallShape]] = {}
 
     # --- configuration ------------------------------------------------------------------
 
@@ -157,9 +162,14 @@ class RedisBackend(BaseTaskBackend):  # type: ignore[misc,unused-ignore]
         )  # fmt: skip
         return result, request
 
-    def _prepare_many(self, task: Any, calls: Iterable[Any]) -> tuple[list[Any], list[Any]]:
-        self._ensure_configured()
-        self.validate_task(task)  # once: every call is of the same task
+    def _shape(self, task: Any) -> _CallShape:
+        """The task validated and its shape worked out, once per task object: a ``Task`` is
+        frozen, so neither can change. A loop of ``enqueue()`` calls of one task pays for them
+        once; tasks made on the fly (``using()`` in a loop) are each checked, as before."""
+        known = self._shapes.get(id(task))
+        if known is not None and known[0] is task:  # the task is held, so its id is not reused
+            return known[1]
+        self.validate_task(task)
         shape = _CallShape(
             path=task.module_path,
             queue=task.queue_name,
@@ -169,6 +179,14 @@ class RedisBackend(BaseTaskBackend):  # type: ignore[misc,unused-ignore]
             max_attempts=getattr(task, "max_attempts", None),
             max_payload_bytes=self.config.max_payload_bytes,
         )
+        if len(self._shapes) >= SHAPES_KEPT:
+            self._shapes.clear()
+        self._shapes[id(task)] = (task, shape)
+        return shape
+
+    def _prepare_many(self, task: Any, calls: Iterable[Any]) -> tuple[list[Any], list[Any]]:
+        self._ensure_configured()
+        shape = self._shape(task)  # once: every call is of the same task
         results, requests = [], []
         for args, kwargs in calls:
             result, request = self._prepare(task, args, kwargs, shape)
@@ -183,7 +201,7 @@ class RedisBackend(BaseTaskBackend):  # type: ignore[misc,unused-ignore]
     def _stamp(self, results: list[Any], enqueued: Enqueued) -> list[tuple[Any, str | None]]:
         """Pair each result with the id of the existing unique task returned instead, if any;
         stamp the new ones with their enqueue time."""
-        enqueued_at = from_ms(str(enqueued.now_ms))
+        enqueued_at = from_ms(enqueued.now_ms)
         pairs = list(zip(results, enqueued.existing, strict=True))
         for result, existing in pairs:
             if existing is None:

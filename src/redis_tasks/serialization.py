@@ -76,11 +76,11 @@ def to_ms(moment: datetime) -> int:
     return int(moment.timestamp() * 1000)
 
 
-def from_ms(value: str | bytes | None) -> datetime | None:
+def from_ms(value: int | str | bytes | None) -> datetime | None:
     return _moment(settings.USE_TZ, value)
 
 
-def _moment(use_tz: bool, value: str | bytes | None) -> datetime | None:
+def _moment(use_tz: bool, value: int | str | bytes | None) -> datetime | None:
     """``from_ms`` with ``USE_TZ`` read once by the caller (a result has several times)."""
     if value is None:
         return None
