@@ -145,7 +145,44 @@ def run_child(
     return document
 
 
+def run_floor(runs: int) -> dict[str, Any]:
+    """``floor.py`` in its own process (it sets Django up for its own server)."""
+    out = HERE / ".results-floor.json"
+    command = [sys.executable, str(HERE / "floor.py"), "--runs", str(runs), "--json", str(out)]
+    subprocess.run(command, check=True, cwd=ROOT, stdout=subprocess.DEVNULL)
+    document: dict[str, Any] = json.loads(out.read_text())
+    out.unlink()
+    return document
+
+
 # --- the report -----------------------------------------------------------------------------
+
+
+def floor_section(floor: dict[str, Any], ours: dict[str, list[float]]) -> str:
+    """The floor beside the figures of ours that it bounds."""
+    from benchmarks.floor import FIGURES, summary
+
+    lines = [
+        "## What this machine allows (`benchmarks/floor.py`, in the same run)",
+        "",
+        "The backend's own Redis commands (its scripts, with its arguments), sent from a raw "
+        "socket with no Python of the backend in the loop, and a wake chain through a second "
+        f"process (see floor.py). {floor['machine']}, {floor['when']}, median of "
+        f"{floor['runs']} runs. For rates, ours as a share of the floor; for latencies, how "
+        "many times the floor ours takes.",
+        "",
+        "| what | floor | ours (figure above) | ours vs floor |",
+        "|---|---|---|---|",
+    ]
+    for key, label, unit, digits, bound in FIGURES:
+        values = floor["figures"][key]
+        mine_cell = versus = "-"
+        if bound is not None and ours.get(bound):
+            mine, edge = statistics.median(ours[bound]), statistics.median(values)
+            mine_cell = f"{mine:,.{digits}f} {unit} ({bound})"
+            versus = f"{mine / edge:.0%}" if unit == "tasks/s" else f"{mine / edge:.1f}x"
+        lines.append(f"| {label} | {summary(values, digits)} {unit} | {mine_cell} | {versus} |")
+    return "\n".join(lines)
 
 
 def cell(spec: Spec, values: list[float] | None) -> str:
@@ -404,6 +441,8 @@ def report(
         for name, note in data.get(key, {}).get("notes", {}).items():
             parts.append(f"- {data[key]['label']}, {name}: {note}.")
     ours = data.get("redis_tasks", {}).get("values", {})
+    if "floor" in data:
+        parts += ["", floor_section(data["floor"], ours)]
     scaling = scaling_tables(ours, sizes)
     if scaling:
         parts += ["", scaling]
@@ -429,6 +468,9 @@ def main() -> None:
         help="comma-separated, of " + ", ".join(SYSTEM_KEYS),
     )
     parser.add_argument("--no-scaling", action="store_true", help="skip depth/queue scaling")
+    parser.add_argument(
+        "--no-floor", action="store_true", help="skip the machine's floor (floor.py)"
+    )
     parser.add_argument(
         "--leak",
         action="store_true",
@@ -475,6 +517,9 @@ def main() -> None:
         print(f"== {key}", file=sys.stderr, flush=True)
         data[key] = run_child(key, sizes, not args.no_scaling, 0, {})
         print(f"   ({data[key]['seconds']:.0f} s)", file=sys.stderr, flush=True)
+    if not args.no_floor:
+        print("== the machine's floor (floor.py)", file=sys.stderr, flush=True)
+        data["floor"] = run_floor(sizes.runs)
     seconds = time.perf_counter() - started
     text = report(data, sizes, command.strip(), seconds, (loads, os.getloadavg()[0]))
     (out / "results.md").write_text(text)
