@@ -150,10 +150,16 @@ def test_async_task_is_cancelled_at_its_timeout(background: Any) -> None:
     assert "timeout of 0.2s" in error.traceback
 
 
+# With concurrency 1 a claim of one task takes all it asked for, so the outcome is stored from
+# the loop; with more, the claim finds the queue dry and the task's thread stores it itself.
+SETTLED_BY = pytest.mark.parametrize("concurrency", [1, 2], ids=["loop", "thread"])
+
+
+@SETTLED_BY
 def test_sync_task_past_its_timeout_fails_and_its_late_return_is_discarded(
-    background: Any, tmp_path: Path
+    background: Any, tmp_path: Path, concurrency: int, caplog: Any
 ) -> None:
-    worker = background(concurrency=1)
+    worker = background(concurrency=concurrency)
     started, release = tmp_path / "started", tmp_path / "release"
     hung = tasks.sync_waits_for_file.enqueue(str(started), str(release))
     finished(hung)
@@ -164,6 +170,7 @@ def test_sync_task_past_its_timeout_fails_and_its_late_return_is_discarded(
     release.touch()
     wait_until(lambda: worker.abandoned_threads == 0)
     assert refreshed(hung).status == TaskResultStatus.FAILED and len(hung.errors) == 1
+    assert "outcome discarded" not in caplog.text  # dropped unsent, not refused by Redis
 
 
 def test_too_many_abandoned_threads_stop_the_worker_for_a_restart(
@@ -219,6 +226,25 @@ def test_tasks_still_running_after_the_grace_period_are_handed_back(
     burst()
     assert refreshed(result).return_value == "released"
     assert result.attempts == 2 and result.errors == []
+
+
+@SETTLED_BY
+def test_a_sync_task_handed_back_at_shutdown_keeps_its_late_outcome_out(
+    background: Any, tmp_path: Path, concurrency: int, caplog: Any
+) -> None:
+    worker = background(grace=0.1, concurrency=concurrency)
+    started, release = tmp_path / "started", tmp_path / "release"
+    result = tasks.wait_for_file.enqueue(str(started), str(release))
+    wait_until(started.exists)
+    worker.request_stop()
+    wait_until(lambda: refreshed(result).status != TaskResultStatus.RUNNING)
+    assert result.status == TaskResultStatus.READY
+    release.touch()  # the body returns now, in a thread the worker gave up on
+    wait_until(lambda: worker.abandoned_threads == 0)
+    assert refreshed(result).status == TaskResultStatus.READY
+    assert "outcome discarded" not in caplog.text
+    burst()
+    assert refreshed(result).return_value == "released" and result.attempts == 2
 
 
 # --- Redis settings, payloads, garbage ------------------------------------------------------
@@ -366,7 +392,8 @@ def test_max_tasks_lets_running_tasks_finish_without_a_deadline(background: Any)
     wait_until(lambda: worker.stopping)
 
 
-def test_a_sync_timeout_covers_only_the_task_body(background: Any) -> None:
+@SETTLED_BY
+def test_a_sync_timeout_covers_only_the_task_body(background: Any, concurrency: int) -> None:
     import time
 
     from redis_tasks.compat import task_finished
@@ -376,7 +403,7 @@ def test_a_sync_timeout_covers_only_the_task_body(background: Any) -> None:
 
     task_finished.connect(slow_receiver)
     try:
-        worker = background()
+        worker = background(concurrency=concurrency)
         result = finished(tasks.quick_with_timeout.enqueue())
     finally:
         task_finished.disconnect(slow_receiver)

@@ -262,6 +262,50 @@ def test_an_idle_worker_is_woken_by_enqueue(background: Any, monkeypatch: Any) -
     wait_until(lambda: _refreshed(result).status == TaskResultStatus.SUCCESSFUL, timeout=5)
 
 
+def _record_settling(monkeypatch: Any) -> list[str]:
+    """Where each finish is stored from: "loop" (the batched asyncio path) or "thread"."""
+    from redis_tasks.store import TaskStore
+
+    where: list[str] = []
+    sync_finish, async_finish = TaskStore.finish, TaskStore.afinish
+
+    def finish(self: Any, *args: Any) -> int:
+        where.append("thread")
+        return sync_finish(self, *args)
+
+    async def afinish(self: Any, *args: Any) -> int:
+        where.append("loop")
+        return await async_finish(self, *args)
+
+    monkeypatch.setattr(TaskStore, "finish", finish)
+    monkeypatch.setattr(TaskStore, "afinish", afinish)
+    return where
+
+
+def test_an_idle_workers_sync_task_is_settled_by_its_own_thread(
+    background: Any, monkeypatch: Any
+) -> None:
+    """Its claim found the queue dry, so no finish could share its trip: the thread that ran
+    the body stores the outcome, without a hop back to the loop."""
+    where = _record_settling(monkeypatch)
+    background()
+    wait_until(lambda: _blocked_clients() >= 1)
+    result = tasks.add.enqueue(20, 22)
+    wait_until(lambda: _refreshed(result).status == TaskResultStatus.SUCCESSFUL, timeout=5)
+    assert result.return_value == 42 and where == ["thread"]
+
+
+def test_a_backlog_of_sync_tasks_is_settled_from_the_loop_in_shared_trips(
+    monkeypatch: Any,
+) -> None:
+    where = _record_settling(monkeypatch)
+    results = [tasks.add.enqueue(i, 1) for i in range(25)]
+    burst(concurrency=5)
+    assert all(_refreshed(r).return_value == i + 1 for i, r in enumerate(results))
+    # Claims take all they ask for until the last, which alone finds the queue dry.
+    assert len(where) == 25 and where.count("loop") >= 25 - 5
+
+
 def test_an_idle_worker_starts_a_deferred_task_within_a_second(
     background: Any, monkeypatch: Any
 ) -> None:

@@ -2,7 +2,8 @@
 
 A sync task's body (with ``task_started`` and database connection hygiene) runs in a worker
 thread and an async task's on the loop. Outcomes are stored from the loop, where the finishes of
-many tasks share one trip to Redis (``batching.py``); receivers of the project's own always run
+many tasks share one trip to Redis (``batching.py``), except where no other finish is coming
+to share it (``CallThenSettle``); receivers of the project's own always run
 in a thread (``signalling.py``), so a slow receiver never blocks the loop. Every write is
 owner-checked by its script, so whichever of a late thread, a timeout and a recovered lease
 writes second changes nothing.
@@ -13,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+import threading
 import time
 import traceback
 from collections.abc import Awaitable, Callable
@@ -299,6 +301,39 @@ def call_sync(backend: RedisBackend, result: Any) -> Outcome:
         return failed(exc)
     finally:
         close_old_connections()
+
+
+class CallThenSettle:
+    """A sync task's body and then its settling, as one call in one worker thread.
+
+    For a task whose claim found the queues dry: no other finish is on its way to share a trip
+    with, so storing the outcome from the thread (down the sync direct lane) saves the hop back
+    to the loop and the loop's own trip. The loop's timeout still covers the body alone: once
+    the loop gives up on a body still running (``give_up``), the body's late outcome is dropped
+    unstored, as for any abandoned thread."""
+
+    def __init__(self, backend: RedisBackend, claim: Claim, result: Any) -> None:
+        self.backend, self.claim, self.result = backend, claim, result
+        self._lock = threading.Lock()
+        self._body_over = False
+        self._given_up = False
+
+    def __call__(self) -> str | None:
+        outcome = call_sync(self.backend, self.result)
+        with self._lock:
+            if self._given_up:
+                return None
+            self._body_over = True
+        return settle(self.backend, self.claim, self.result, outcome)
+
+    def give_up(self) -> bool:
+        """Drop the outcome of a body still running; False if the body is over (then only the
+        settling is under way, and it goes on)."""
+        with self._lock:
+            if self._body_over:
+                return False
+            self._given_up = True
+            return True
 
 
 async def run_async(

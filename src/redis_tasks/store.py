@@ -302,8 +302,8 @@ class TaskStore:
     ) -> int:
         """Store the outcome; return finished_at in ms, or 0 if the lease was lost (rejected)."""
         item = self._finish_item(claim, status, return_json, error_json)
-        script = self._script(self.connections.sync, scripts.FINISH_SOURCE)
-        return int(script(keys=[self.keys.running], args=[*self._finish_head(), 1, *item])[0])
+        args = [*self._finish_head(), 1, *item]
+        return int(self._run_sync(scripts.FINISH_SOURCE, [self.keys.running], args)[0])
 
     async def afinish(
         self,

@@ -259,8 +259,9 @@ class Worker:
             self._claimed_with(count, len(batch.claims))
             with self._leases_lock:  # renewed from now on, even before a task first runs
                 self._leases[backend.alias].update((c.task_id, c.token) for c in batch.claims)
+            dry = len(batch.claims) < count  # no claim follows soon to share a trip with
             for claim in batch.claims:
-                job = asyncio.create_task(self._execute(backend, claim))
+                job = asyncio.create_task(self._execute(backend, claim, dry))
                 mine.add(job)
                 self._running.add(job)
                 job.add_done_callback(mine.discard)
@@ -330,7 +331,7 @@ class Worker:
 
     # --- running ------------------------------------------------------------------------
 
-    async def _execute(self, backend: RedisBackend, claim: Claim) -> None:
+    async def _execute(self, backend: RedisBackend, claim: Claim, dry: bool = False) -> None:
         held = True
 
         def free_slot() -> None:
@@ -350,6 +351,9 @@ class Worker:
                 return
             if execution.is_async(result):
                 status = await execution.run_async(backend, claim, result, free_slot)
+                self.tasks_failed += status == "FAILED"
+            elif dry:
+                status = await self._run_and_settle_in_thread(backend, claim, result)
                 self.tasks_failed += status == "FAILED"
             else:
                 status = await self._run_in_thread(backend, claim, result, free_slot)
@@ -376,10 +380,8 @@ class Worker:
     ) -> str | None:
         """Run a sync task in the pool; return the status stored (None: retried or rejected).
 
-        Only the task's body is timed. Its outcome is stored from the loop, where the finishes
-        of many tasks share a trip to Redis, unless a ``task_finished`` receiver of the
-        project's own is connected: then storing and the signal go back to the pool, since
-        such a receiver may block or use the database."""
+        Only the task's body is timed. Its outcome is stored by ``_settle``: from the loop,
+        where the finishes of many tasks share a trip to Redis."""
         assert self._threads is not None
         timeout = execution.timeout_of(backend, result)
         body = self._threads.submit(execution.call_sync, backend, result)
@@ -389,24 +391,59 @@ class Worker:
             self._abandon(body)  # shutdown: the task is handed back; its thread runs on
             raise
         except TimeoutError:
-            # Python cannot stop a thread: abandon it (its result is never stored), record the
-            # timeout, and let the thread's slot go.
-            self._abandon(body)
-            logger.error("Task %s ran past its %ss timeout; its thread is abandoned",
-                         claim.task_id, timeout)  # fmt: skip
-            outcome = execution.timed_out(timeout or 0)
-            if self.abandoned_threads > self.max_abandoned and not self.stopping:
-                logger.error(
-                    "Worker %s: %d abandoned threads; stopping so that a fresh process "
-                    "takes over (exit code %d)",
-                    self.worker_id, self.abandoned_threads, EXIT_RESTART,
-                )  # fmt: skip
-                self.exit_code = EXIT_RESTART
-                self._stop()
+            outcome = self._timed_out(claim, body, timeout)
         body_done()
+        return await self._settle(backend, claim, result, outcome)
+
+    async def _run_and_settle_in_thread(
+        self, backend: RedisBackend, claim: Claim, result: Any
+    ) -> str | None:
+        """``_run_in_thread`` for a task no other finish can share a trip with: the thread
+        that runs the body stores its outcome too (``execution.CallThenSettle``)."""
+        assert self._threads is not None
+        timeout = execution.timeout_of(backend, result)
+        call = execution.CallThenSettle(backend, claim, result)
+        future = self._threads.submit(call)
+        try:
+            return await asyncio.wait_for(asyncio.shield(future), timeout)
+        except asyncio.CancelledError:
+            call.give_up()
+            self._abandon(future)  # shutdown: the task is handed back; its thread runs on
+            raise
+        except TimeoutError:
+            if not call.give_up():  # the body ended in time; only its settling is slow
+                return await future
+            outcome = self._timed_out(claim, future, timeout)
+        return await self._settle(backend, claim, result, outcome)
+
+    async def _settle(
+        self, backend: RedisBackend, claim: Claim, result: Any, outcome: execution.Outcome
+    ) -> str | None:
+        """Store a sync task's outcome from the loop, unless a ``task_finished`` receiver of
+        the project's own is connected: then storing and the signal go to the pool, since such
+        a receiver may block or use the database."""
+        assert self._threads is not None
         if signalling.loop_safe(task_finished, type(backend)):
             return await execution.asettle(backend, claim, result, outcome)
         return await self._threads.submit(execution.settle, backend, claim, result, outcome)
+
+    def _timed_out(
+        self, claim: Claim, body: asyncio.Future[Any], timeout: float | None
+    ) -> execution.Outcome:
+        """Python cannot stop a thread: abandon it (its result is never stored) and record the
+        timeout; the thread's slot goes. Too many abandoned threads stop the worker."""
+        self._abandon(body)
+        logger.error("Task %s ran past its %ss timeout; its thread is abandoned",
+                     claim.task_id, timeout)  # fmt: skip
+        if self.abandoned_threads > self.max_abandoned and not self.stopping:
+            logger.error(
+                "Worker %s: %d abandoned threads; stopping so that a fresh process "
+                "takes over (exit code %d)",
+                self.worker_id, self.abandoned_threads, EXIT_RESTART,
+            )  # fmt: skip
+            self.exit_code = EXIT_RESTART
+            self._stop()
+        return execution.timed_out(timeout or 0)
 
     def _abandon(self, future: asyncio.Future[Any]) -> None:
         assert self._threads is not None
