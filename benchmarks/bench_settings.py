@@ -49,3 +49,9 @@ LOGGING = {
     "handlers": {"console": {"class": "logging.StreamHandler", "filters": ["expected"]}},
     "loggers": {"redis_tasks": {"handlers": ["console"], "level": "WARNING"}},
 }
+# REDIS_TASKS_BENCH_TASK_LOG=WARNING: the framework's per-task INFO lines ("django.tasks"; the
+# backport's "django_tasks") are not even built, as the README suggests for high rates; unset,
+# Django's default applies.
+if os.environ.get("REDIS_TASKS_BENCH_TASK_LOG"):
+    for framework_logger in ("django.tasks", "django_tasks"):
+        LOGGING["loggers"][framework_logger] = {"level": os.environ["REDIS_TASKS_BENCH_TASK_LOG"]}

@@ -8,6 +8,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+import django
 import pytest
 import redis
 from django.utils import timezone
@@ -459,3 +460,34 @@ def test_a_task_finished_during_a_renewal_is_not_reported_lost(
         asyncio.run(worker.run())
     assert worker.tasks_done == 3000
     assert not [r for r in caplog.records if "lost the lease" in r.getMessage()]
+
+
+def test_the_readmes_quiet_task_log_keeps_failures_and_drops_the_per_task_lines() -> None:
+    """README, "Run a worker": LOGGING that raises the framework's logger to WARNING
+    (``django.tasks``; the backport's is ``django_tasks``)."""
+    import logging
+    import logging.config
+
+    name = "django.tasks" if django.VERSION >= (6,) else "django_tasks"
+    framework_log = logging.getLogger(name)
+    level, seen = framework_log.level, []
+
+    class Keep(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            seen.append(record.levelname)
+
+    handler = Keep()
+    try:
+        logging.config.dictConfig({
+            "version": 1,
+            "disable_existing_loggers": False,
+            "loggers": {name: {"level": "WARNING"}},
+        })  # fmt: skip
+        framework_log.addHandler(handler)  # after: dictConfig replaces the logger's handlers
+        tasks.add.enqueue(1, 2)
+        tasks.fail.enqueue()
+        burst()
+    finally:
+        framework_log.removeHandler(handler)
+        framework_log.setLevel(level)
+    assert seen == ["ERROR"]  # the failure, not the two starts and the success
