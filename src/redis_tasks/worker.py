@@ -269,6 +269,10 @@ class Worker:
             was_thorough, thorough = thorough, False
             if batch.claims and (self.burst or len(batch.claims) == count):
                 continue
+            if batch.claims:
+                # The tasks just claimed start (a sync one's thread is woken) before this
+                # consumer sets up its wait, which would otherwise hold the GIL first.
+                await asyncio.sleep(0)
             # Fewer tasks than asked: the queues ran dry, so wait for the next enqueue (or due
             # time) rather than claim again at once for nothing.
             if self.burst:
