@@ -151,7 +151,8 @@ def test_async_task_is_cancelled_at_its_timeout(background: Any) -> None:
 
 
 # With concurrency 1 a claim of one task takes all it asked for, so the outcome is stored from
-# the loop; with more, the claim finds the queue dry and the task's thread stores it itself.
+# the loop; with more, the claim finds the queue dry, the task runs alone, and its thread
+# stores it itself.
 SETTLED_BY = pytest.mark.parametrize("concurrency", [1, 2], ids=["loop", "thread"])
 
 

@@ -286,8 +286,8 @@ def _record_settling(monkeypatch: Any) -> list[str]:
 def test_an_idle_workers_sync_task_is_settled_by_its_own_thread(
     background: Any, monkeypatch: Any
 ) -> None:
-    """Its claim found the queue dry, so no finish could share its trip: the thread that ran
-    the body stores the outcome, without a hop back to the loop."""
+    """Claimed alone (the queue dry, nothing else running), so no finish could share its
+    trip: the thread that ran the body stores the outcome, without a hop back to the loop."""
     where = _record_settling(monkeypatch)
     background()
     wait_until(lambda: _blocked_clients() >= 1)
@@ -304,7 +304,17 @@ def test_a_backlog_of_sync_tasks_is_settled_from_the_loop_in_shared_trips(
     burst(concurrency=5)
     assert all(_refreshed(r).return_value == i + 1 for i, r in enumerate(results))
     # Claims take all they ask for until the last, which alone finds the queue dry.
-    assert len(where) == 25 and where.count("loop") >= 25 - 5
+    assert len(where) == 25 and where.count("loop") >= 25 - 1
+
+
+def test_tasks_claimed_together_from_a_dry_queue_share_the_loops_trips(monkeypatch: Any) -> None:
+    """A claim of 10 finds 3: they are settled from the loop, not one sync trip (and one new
+    connection) per thread."""
+    where = _record_settling(monkeypatch)
+    results = [tasks.add.enqueue(i, 1) for i in range(3)]
+    burst(concurrency=10)
+    assert all(_refreshed(r).return_value == i + 1 for i, r in enumerate(results))
+    assert where == ["loop"] * 3
 
 
 def test_an_idle_worker_starts_a_deferred_task_within_a_second(

@@ -306,9 +306,11 @@ def call_sync(backend: RedisBackend, result: Any) -> Outcome:
 class CallThenSettle:
     """A sync task's body and then its settling, as one call in one worker thread.
 
-    For a task whose claim found the queues dry: no other finish is on its way to share a trip
-    with, so storing the outcome from the thread (down the sync direct lane) saves the hop back
-    to the loop and the loop's own trip. The loop's timeout still covers the body alone: once
+    For a task claimed alone (its claim found the queues dry, and the worker runs nothing else):
+    no other finish is on its way to share a trip with, so storing the outcome from the thread
+    (down the sync direct lane) saves the hop back to the loop and the loop's own trip. Many
+    tasks are settled from the loop instead, in shared trips: one sync trip (and connection)
+    per thread would cost more than it saves. The loop's timeout still covers the body alone: once
     the loop gives up on a body still running (``give_up``), the body's late outcome is dropped
     unstored, as for any abandoned thread."""
 

@@ -259,9 +259,11 @@ class Worker:
             self._claimed_with(count, len(batch.claims))
             with self._leases_lock:  # renewed from now on, even before a task first runs
                 self._leases[backend.alias].update((c.task_id, c.token) for c in batch.claims)
-            dry = len(batch.claims) < count  # no claim follows soon to share a trip with
+            # One task, found with the queues dry and nothing else running: no other finish is
+            # coming to share its trip (see execution.CallThenSettle).
+            alone = len(batch.claims) == 1 < count and not self._running
             for claim in batch.claims:
-                job = asyncio.create_task(self._execute(backend, claim, dry))
+                job = asyncio.create_task(self._execute(backend, claim, alone))
                 mine.add(job)
                 self._running.add(job)
                 job.add_done_callback(mine.discard)
@@ -335,7 +337,7 @@ class Worker:
 
     # --- running ------------------------------------------------------------------------
 
-    async def _execute(self, backend: RedisBackend, claim: Claim, dry: bool = False) -> None:
+    async def _execute(self, backend: RedisBackend, claim: Claim, alone: bool = False) -> None:
         held = True
 
         def free_slot() -> None:
@@ -356,7 +358,7 @@ class Worker:
             if execution.is_async(result):
                 status = await execution.run_async(backend, claim, result, free_slot)
                 self.tasks_failed += status == "FAILED"
-            elif dry:
+            elif alone:
                 status = await self._run_and_settle_in_thread(backend, claim, result)
                 self.tasks_failed += status == "FAILED"
             else:
