@@ -23,7 +23,7 @@ store, as ``enqueue()``, ``enqueue_many()`` and the worker build them):
 
 Median of ``--runs`` runs (min-max). The server is a private ``redis-server`` on a free port.
 
-    python benchmarks/floor.py [--runs 5]
+    python benchmarks/floor.py [--runs 5]      # needs hiredis (the [hiredis] extra)
 """
 
 from __future__ import annotations
