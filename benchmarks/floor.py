@@ -101,10 +101,11 @@ def enqueue_commands(batches: int, per_batch: int) -> list[bytes]:
     """The enqueue script's calls, as ``enqueue_many`` would send them (fresh ids each)."""
     from benchmarks.bench_tasks import noop
 
+    from redis_tasks import scripts
+
     b = backend()
     store = b.store
-    sha = store._script(store.connections.sync, scripts_source()).func.sha
-    store.connections.sync.script_load(scripts_source())
+    sha = store.connections.sync.script_load(scripts.ENQUEUE_SOURCE)  # loaded: its sha
     commands = []
     for _ in range(batches):
         _, requests = b._prepare_many(noop, [((), {})] * per_batch)
@@ -112,12 +113,6 @@ def enqueue_commands(batches: int, per_batch: int) -> list[bytes]:
         args = [store.keys.prefix, *store._batch_argv(requests)]
         commands.append(pack("EVALSHA", sha, len(keys), *keys, *args))
     return commands
-
-
-def scripts_source() -> str:
-    from redis_tasks import scripts
-
-    return scripts.ENQUEUE_SOURCE
 
 
 def flush(conn: RawConnection) -> None:
