@@ -18,7 +18,12 @@ from redis_tasks.compat import (
     task_backends,
     task_enqueued,
 )
-from redis_tasks.exceptions import ArgumentsNotSerializable, BackendUnavailable, QueueFull
+from redis_tasks.exceptions import (
+    ArgumentsNotSerializable,
+    BackendUnavailable,
+    InvalidTaskPayload,
+    QueueFull,
+)
 from redis_tasks.keys import Keys
 from tests import tasks
 from tests.helpers import burst, wait_until
@@ -53,6 +58,34 @@ def test_get_result_reads_back_every_field() -> None:
     assert done.return_value == {"args": [1, "two", [3]], "kwargs": {"key": {"a": None}}}
     assert done.enqueued_at <= done.started_at <= done.last_attempted_at <= done.finished_at
     assert len(done.worker_ids) == 1 and done.attempts == 1
+
+
+@pytest.mark.parametrize(
+    ("stored", "read"),
+    [
+        ('["w1"]', ["w1"]),  # as the claim script writes it
+        ('["w1","w2"]', ["w1", "w2"]),
+        ('["w1", "w2"]', ["w1", "w2"]),  # written by hand, with spaces: the JSON parser reads it
+        ('["w\\"1","w2"]', ['w"1', "w2"]),  # an escaped quote
+        ('[" w1 ",3]', [" w1 ", "3"]),
+        ("[]", []),
+    ],
+)
+def test_worker_ids_are_read_back_however_the_array_is_written(
+    clean_redis: redis.Redis, stored: str, read: list[str]
+) -> None:
+    result = tasks.add.enqueue(1, 2)
+    clean_redis.hset(Keys("task_queue").task(result.id), "workers", stored)
+    assert task_backends["default"].get_result(result.id).worker_ids == read
+
+
+def test_a_stored_worker_list_that_is_not_an_array_is_reported_as_malformed(
+    clean_redis: redis.Redis,
+) -> None:
+    result = tasks.add.enqueue(1, 2)
+    clean_redis.hset(Keys("task_queue").task(result.id), "workers", '{"w1": 1}')
+    with pytest.raises(InvalidTaskPayload, match="'workers' is not a JSON array"):
+        task_backends["default"].get_result(result.id)
 
 
 def test_failed_result_keeps_the_error_class_and_full_traceback() -> None:

@@ -76,8 +76,19 @@ def prepare(claim: Claim) -> Any:
     return result_from_hash(claim.task_id, claim.fields)
 
 
+_coroutine_functions: dict[Any, bool] = {}
+
+
 def is_async(result: Any) -> bool:
-    return iscoroutinefunction(result.task.func)
+    """Whether the task's function is a coroutine function; asked once per function (the
+    inspection costs about as much as the rest of starting a no-op task's run)."""
+    func = result.task.func
+    known = _coroutine_functions.get(func)
+    if known is None:
+        known = iscoroutinefunction(func)
+        if len(_coroutine_functions) < 10_000:  # bounded, as the resolved paths are
+            _coroutine_functions[func] = known
+    return known
 
 
 def timeout_of(backend: RedisBackend, result: Any) -> float | None:
@@ -150,7 +161,7 @@ class _Never(Exception):
 def _record(result: Any, outcome: Outcome, finished_ms: int) -> None:
     """Mirror the stored outcome on the in-memory result handed to task_finished."""
     object.__setattr__(result, "status", outcome.status)
-    object.__setattr__(result, "finished_at", from_ms(str(finished_ms)))
+    object.__setattr__(result, "finished_at", from_ms(finished_ms))
     if outcome.exception is not None:
         result.errors.append(outcome.error)
     if outcome.status == TaskResultStatus.SUCCESSFUL:
@@ -344,14 +355,17 @@ async def run_async(
     """Run an async task on the worker's event loop, cancelled at its timeout, then settle it
     (``body_done`` is called in between)."""
     timeout = timeout_of(backend, result)
-    deadline = asyncio.timeout(timeout)
+    deadline = None if timeout is None else asyncio.timeout(timeout)
     try:
         await signalling.asend(task_started, sender=type(backend), task_result=result)
-        async with deadline:
+        if deadline is None:  # no limit: no timer to set up and cancel per task
             value = await result.task.func(*_call_args(result), **result.kwargs)
+        else:
+            async with deadline:
+                value = await result.task.func(*_call_args(result), **result.kwargs)
         outcome = _succeeded(value)
     except TimeoutError as exc:
-        expired = timeout is not None and deadline.expired()
+        expired = timeout is not None and deadline is not None and deadline.expired()
         outcome = timed_out(timeout, exc) if expired and timeout is not None else failed(exc)
     except asyncio.CancelledError as exc:
         current = asyncio.current_task()

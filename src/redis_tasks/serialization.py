@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import json
+import types
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any, cast
@@ -37,7 +38,26 @@ def _same(value: Any) -> Any:
     return value
 
 
+def _result_setters() -> dict[str, Callable[[Any, Any], None]]:
+    """Per field of ``TaskResult``, what stores it on a frozen instance: the slot's own
+    descriptor (a frozen dataclass refuses ``setattr``), or ``object.__setattr__`` where a
+    field has no slot."""
+    setters: dict[str, Callable[[Any, Any], None]] = {}
+    for f in dataclasses.fields(TaskResult):
+        slot = TaskResult.__dict__.get(f.name)
+        if isinstance(slot, types.MemberDescriptorType):
+            setters[f.name] = slot.__set__
+        else:
+            setters[f.name] = functools.partial(_set_attribute, f.name)
+    return setters
+
+
+def _set_attribute(name: str, result: Any, value: Any) -> None:
+    object.__setattr__(result, name, value)
+
+
 _RESULT_DEFAULTS = _result_defaults()
+_RESULT_SETTERS = _result_setters()
 
 
 def new_result(**values: Any) -> Any:
@@ -46,10 +66,11 @@ def new_result(**values: Any) -> Any:
     ``__init__``, which costs more than the rest of running a no-op task. ``normalize_args``
     brings arguments from a caller into that form."""
     result = object.__new__(TaskResult)
+    setters = _RESULT_SETTERS
     for name, default in _RESULT_DEFAULTS:
-        object.__setattr__(result, name, default())
+        setters[name](result, default())
     for name, value in values.items():
-        object.__setattr__(result, name, value)
+        setters[name](result, value)
     return result
 
 
@@ -150,26 +171,52 @@ def _json_list(fields: dict[bytes, bytes], name: bytes) -> list[Any]:
     return value
 
 
+def _worker_ids(raw: bytes | None) -> list[str]:
+    """The stored JSON array of worker ids. The scripts write it without spaces and worker ids
+    hold no quote or backslash, so it is split without the JSON parser when it looks so;
+    anything else goes through the parser."""
+    if raw is None:
+        return []
+    if raw[:2] == b'["' and raw[-2:] == b'"]' and b"\\" not in raw:
+        ids = raw[2:-2].decode().split('","')
+        if not any('"' in worker_id for worker_id in ids):
+            return ids
+    value = loads(raw)
+    if not isinstance(value, list):
+        raise ValueError("field 'workers' is not a JSON array")
+    return [str(w) for w in value]
+
+
+_STATUSES = {status.value.encode(): status for status in TaskResultStatus}
+
+
 def result_from_hash(task_id: str, fields: dict[bytes, bytes]) -> Any:
     """Build the TaskResult stored in a task hash.
 
     Raises InvalidTaskPayload when the hash is malformed or names something that is not a task.
+    Run for every task a worker claims and every ``get_result``, so each field is read once.
     """
+    get = fields.get
     try:
-        path = _text(fields, b"path")
+        path = get(b"path")
         if not path:
             raise InvalidTaskPayload("the stored task has no 'path' field")
-        task = resolve_task(path)
+        task = resolve_task(path.decode())
         use_tz = settings.USE_TZ
-        run_after = _moment(use_tz, fields.get(b"run_after"))
-        backend = _text(fields, b"backend")
-        task = _task_variant(
-            task,
-            priority=int(fields[b"priority"]),
-            queue_name=_text(fields, b"queue"),
-            run_after=run_after,
-            backend=backend,
-        )
+        run_after = _moment(use_tz, get(b"run_after"))
+        raw_backend, raw_queue = get(b"backend"), get(b"queue")
+        backend = None if raw_backend is None else raw_backend.decode()
+        queue = None if raw_queue is None else raw_queue.decode()
+        priority = int(fields[b"priority"])
+        if (
+            task.priority != priority
+            or task.queue_name != queue
+            or task.run_after != run_after
+            or task.backend != backend
+        ):
+            task = _task_variant(
+                task, priority=priority, queue_name=queue, run_after=run_after, backend=backend
+            )
         args = loads(fields[b"args"])
         kwargs = loads(fields[b"kwargs"])
         if not isinstance(args, list) or not isinstance(kwargs, dict):
@@ -177,25 +224,28 @@ def result_from_hash(task_id: str, fields: dict[bytes, bytes]) -> Any:
         errors = [
             TaskError(exception_class_path=c, traceback=t) for c, t in _json_list(fields, b"errors")
         ]
-        started_at = _moment(use_tz, fields.get(b"started_at"))
-        last_attempt = fields.get(b"last_attempted_at")
+        status = _STATUSES.get(get(b"status", b""))
+        if status is None:  # raises ValueError: not a status
+            status = TaskResultStatus(_text(fields, b"status") or "")
+        started_at = _moment(use_tz, get(b"started_at"))
+        last_attempt = get(b"last_attempted_at")
         result = new_result(
             task=task,
             id=task_id,
-            status=TaskResultStatus(_text(fields, b"status") or ""),
-            enqueued_at=_moment(use_tz, fields.get(b"enqueued_at")),
+            status=status,
+            enqueued_at=_moment(use_tz, get(b"enqueued_at")),
             started_at=started_at,
-            finished_at=_moment(use_tz, fields.get(b"finished_at")),
+            finished_at=_moment(use_tz, get(b"finished_at")),
             # Only a later attempt stores its own start; the first one's is started_at.
             last_attempted_at=started_at if last_attempt is None else _moment(use_tz, last_attempt),
             args=args,
             kwargs=kwargs,
             backend=backend or "",
             errors=errors,
-            worker_ids=[str(w) for w in _json_list(fields, b"workers")],
+            worker_ids=_worker_ids(get(b"workers")),
         )
         if b"return" in fields:
-            object.__setattr__(result, "_return_value", loads(fields[b"return"]))
+            _RESULT_SETTERS["_return_value"](result, loads(fields[b"return"]))
     except InvalidTaskPayload:
         raise
     except (

@@ -18,7 +18,7 @@ import socket
 import threading
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import redis
 
@@ -34,6 +34,7 @@ if TYPE_CHECKING:
     from .store import Claim
 
 logger = logging.getLogger("redis_tasks")
+T = TypeVar("T")
 
 IDLE_WAIT_MAX = 1.0  # seconds an idle consumer blocks before sweeping expired tasks and leases
 BACKOFF_MIN = 0.1
@@ -392,7 +393,7 @@ class Worker:
         timeout = execution.timeout_of(backend, result)
         body = self._threads.submit(execution.call_sync, backend, result)
         try:
-            outcome = await asyncio.wait_for(asyncio.shield(body), timeout)
+            outcome = await _within(body, timeout)
         except asyncio.CancelledError:
             self._abandon(body)  # shutdown: the task is handed back; its thread runs on
             raise
@@ -411,7 +412,7 @@ class Worker:
         call = execution.CallThenSettle(backend, claim, result)
         future = self._threads.submit(call)
         try:
-            return await asyncio.wait_for(asyncio.shield(future), timeout)
+            return await _within(future, timeout)
         except asyncio.CancelledError:
             call.give_up()
             self._abandon(future)  # shutdown: the task is handed back; its thread runs on
@@ -525,3 +526,13 @@ class Worker:
             "failed": self.tasks_failed,
         }
         backend.store.register_worker(client, self.worker_id, info, ttl=3 * interval)
+
+
+async def _within(call: asyncio.Future[T], timeout: float | None) -> T:
+    """A thread's call, awaited for at most ``timeout`` seconds (TimeoutError after it). The
+    timeout must not cancel the call's future, which is shielded; with no timeout the future is
+    awaited bare (no timer, no shield per task), and a cancel reaches it, which changes
+    nothing: its thread runs on either way, and its late result is dropped (``_abandon``)."""
+    if timeout is None:
+        return await call
+    return await asyncio.wait_for(asyncio.shield(call), timeout)
