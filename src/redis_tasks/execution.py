@@ -102,6 +102,8 @@ def _call_args(result: Any) -> list[Any]:
 
 
 def _succeeded(value: Any) -> Outcome:
+    if value is None:  # what most tasks return: no encoder needed
+        return Outcome(TaskResultStatus.SUCCESSFUL, return_json="null")
     try:
         return Outcome(TaskResultStatus.SUCCESSFUL, return_json=dumps(value), return_value=value)
     except (TypeError, ValueError) as exc:

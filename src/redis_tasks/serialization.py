@@ -178,9 +178,9 @@ def _worker_ids(raw: bytes | None) -> list[str]:
     if raw is None:
         return []
     if raw[:2] == b'["' and raw[-2:] == b'"]' and b"\\" not in raw:
-        ids = raw[2:-2].decode().split('","')
-        if not any('"' in worker_id for worker_id in ids):
-            return ids
+        inner = raw[2:-2]
+        if b'"' not in inner.replace(b'","', b""):  # no quote but the separators
+            return inner.decode().split('","')
     value = loads(raw)
     if not isinstance(value, list):
         raise ValueError("field 'workers' is not a JSON array")
