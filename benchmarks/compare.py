@@ -109,7 +109,8 @@ def child(system_key: str, sizes_json: str, scaling: bool, leak: int, out: str) 
             "notes": results.notes,
             "label": system.label,
             "version": system.version(),
-            "settings": system.settings_text(),
+            "settings": system.settings_text()
+            + (f"; the drains: `--concurrency {sizes.concurrency}`" if measures.ours else ""),
             "bulk_how": system.bulk_how,
             "memory_unit": system.memory_unit,
             "django": django.get_version(),
@@ -467,6 +468,11 @@ def main() -> None:
         default=",".join(SYSTEM_KEYS),
         help="comma-separated, of " + ", ".join(SYSTEM_KEYS),
     )
+    parser.add_argument(
+        "--concurrency",
+        type=int,
+        help="django-redis-tasks' worker --concurrency in the drain figures (default 40)",
+    )
     parser.add_argument("--no-scaling", action="store_true", help="skip depth/queue scaling")
     parser.add_argument(
         "--no-floor", action="store_true", help="skip the machine's floor (floor.py)"
@@ -504,6 +510,8 @@ def main() -> None:
         )
     if args.runs:
         sizes = dataclasses.replace(sizes, runs=args.runs)
+    if args.concurrency:
+        sizes = dataclasses.replace(sizes, concurrency=args.concurrency)
     command = "scripts/bench " + " ".join(sys.argv[1:])
     loads = os.getloadavg()[0]
     started = time.perf_counter()
