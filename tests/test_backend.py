@@ -79,6 +79,20 @@ def test_worker_ids_are_read_back_however_the_array_is_written(
     assert task_backends["default"].get_result(result.id).worker_ids == read
 
 
+def test_stored_times_read_back_exactly_and_the_kept_ones_stay_bounded(settings: Any) -> None:
+    from redis_tasks import serialization
+
+    moments = [serialization.from_ms(str(1_764_000_000_000 + i)) for i in range(5000)]
+    assert len(serialization._moments) <= serialization.MOMENTS_KEPT
+    assert [m.timestamp() for m in moments if m is not None] == [
+        (1_764_000_000_000 + i) / 1000 for i in range(5000)
+    ]
+    assert serialization.from_ms(b"1764000000123") == serialization.from_ms(1_764_000_000_123)
+    settings.USE_TZ = False  # a naive time, from the same kept aware one
+    naive = serialization.from_ms(b"1764000000123")
+    assert naive is not None and naive.tzinfo is None
+
+
 def test_a_stored_worker_list_that_is_not_an_array_is_reported_as_malformed(
     clean_redis: redis.Redis,
 ) -> None:

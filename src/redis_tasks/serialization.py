@@ -101,11 +101,22 @@ def from_ms(value: int | str | bytes | None) -> datetime | None:
     return _moment(settings.USE_TZ, value)
 
 
+# Stored times seen lately, as aware datetimes (immutable, so shared): the tasks of one claim
+# share their start, those of one enqueue_many their enqueue time. Bounded: cleared when full.
+_moments: dict[int | str | bytes, datetime] = {}
+MOMENTS_KEPT = 4096
+
+
 def _moment(use_tz: bool, value: int | str | bytes | None) -> datetime | None:
     """``from_ms`` with ``USE_TZ`` read once by the caller (a result has several times)."""
     if value is None:
         return None
-    moment = datetime.fromtimestamp(int(value) / 1000, tz=UTC)
+    moment = _moments.get(value)
+    if moment is None:
+        moment = datetime.fromtimestamp(int(value) / 1000, tz=UTC)
+        if len(_moments) >= MOMENTS_KEPT:
+            _moments.clear()
+        _moments[value] = moment
     return moment if use_tz else timezone.make_naive(moment)
 
 
