@@ -424,3 +424,26 @@ def test_a_task_is_validated_once_however_often_it_is_enqueued(
         task.enqueue(1, 2)
     assert [id(t) for t in checked] == [id(t) for t in made]
     assert 0 < len(backend._shapes) <= SHAPES_KEPT
+
+
+def test_whether_a_task_is_async_is_known_for_unhashable_callables_too() -> None:
+    from types import SimpleNamespace
+
+    from redis_tasks import execution
+
+    class Unhashable:
+        __hash__ = None  # type: ignore[assignment]
+
+        def __call__(self) -> None:
+            """A sync callable that cannot be a dict key."""
+
+    async def coroutine() -> None:
+        """An async one."""
+
+    def of(func: Any) -> Any:
+        return SimpleNamespace(task=SimpleNamespace(func=func))
+
+    assert execution.is_async(of(Unhashable())) is False
+    assert execution.is_async(of(coroutine)) is True
+    assert execution.is_async(of(coroutine)) is True  # the kept answer
+    assert execution.is_async(of(tasks.add.func)) is False

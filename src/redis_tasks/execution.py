@@ -83,7 +83,10 @@ def is_async(result: Any) -> bool:
     """Whether the task's function is a coroutine function; asked once per function (the
     inspection costs about as much as the rest of starting a no-op task's run)."""
     func = result.task.func
-    known = _coroutine_functions.get(func)
+    try:
+        known = _coroutine_functions.get(func)
+    except TypeError:  # an unhashable callable: asked every time
+        return iscoroutinefunction(func)
     if known is None:
         known = iscoroutinefunction(func)
         if len(_coroutine_functions) < 10_000:  # bounded, as the resolved paths are
