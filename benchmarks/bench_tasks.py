@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-import time
-
 from redis_tasks.compat import task
 
 
@@ -16,15 +13,3 @@ def noop() -> None:
 @task()
 async def anoop() -> None:
     """An async task that does nothing."""
-
-
-@task()
-def sleep10() -> None:
-    """A sync task that sleeps 10 ms (it holds a thread, not a CPU)."""
-    time.sleep(0.01)
-
-
-@task()
-async def asleep10() -> None:
-    """An async task that sleeps 10 ms (it holds neither)."""
-    await asyncio.sleep(0.01)

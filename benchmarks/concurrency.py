@@ -28,6 +28,8 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT / "src"), str(ROOT)]
 
+from benchmarks.scale import done_rate  # noqa: E402
+
 from redis_tasks.testing import RedisServer  # noqa: E402
 
 
@@ -44,13 +46,10 @@ def drain_once(backend: Any, task: Any, tasks: int, concurrency: int, env: dict[
     )  # fmt: skip
     if worker.returncode != 0:
         raise RuntimeError(worker.stderr[-2000:])
-    index = backend.store.keys.done("SUCCESSFUL")
-    count = client.zcard(index)
+    count, rate = done_rate([backend.store])
     if count != tasks:
         raise RuntimeError(f"{count} of {tasks} tasks finished")
-    first = client.zrange(index, 0, 0, withscores=True)[0][1]
-    last = client.zrange(index, -1, -1, withscores=True)[0][1]
-    return float((count - 1) / ((last - first) / 1000))
+    return rate
 
 
 def main() -> None:

@@ -84,17 +84,23 @@ def measure(tasks: int) -> None:
 
     from redis_tasks.compat import task_backends
 
+    count, rate = done_rate([task_backends[alias].store for alias in ALIASES])
+    share = tasks // len(ALIASES) * len(ALIASES)
+    assert count == share, f"{count} of {share} tasks finished"
+    print(json.dumps(rate))
+
+
+def done_rate(stores: list[Any]) -> tuple[int, float]:
+    """The tasks finished successfully in ``stores``, and their rate: tasks per second over
+    the span from the first finish to the last, on the Redis clock (``done:SUCCESSFUL``)."""
     firsts, lasts, count = [], [], 0
-    for alias in ALIASES:
-        store = task_backends[alias].store
+    for store in stores:
         client: Any = store.connections.sync
         index = store.keys.done("SUCCESSFUL")
         count += client.zcard(index)
         firsts.append(client.zrange(index, 0, 0, withscores=True)[0][1])
         lasts.append(client.zrange(index, -1, -1, withscores=True)[0][1])
-    share = tasks // len(firsts) * len(firsts)
-    assert count == share, f"{count} of {share} tasks finished"
-    print(json.dumps((count - 1) / ((max(lasts) - min(firsts)) / 1000)))
+    return count, (count - 1) / ((max(lasts) - min(firsts)) / 1000)
 
 
 def topologies() -> list[tuple[str, Any, bool, list[str]]]:

@@ -162,7 +162,7 @@ def main() -> None:
 
         django.setup()
         import redis
-        from benchmarks.bench_tasks import asleep10, sleep10
+        from benchmarks.compare_tasks import asleep10, sleep10
 
         from redis_tasks.compat import task_backends
 
