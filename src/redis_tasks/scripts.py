@@ -316,11 +316,13 @@ local function dead(id)
 end
 local function ready_of(queue) return prefix .. '@READY@' .. queue end
 local function deferred_of(queue) return prefix .. '@DEFERRED@' .. queue end
--- A gate open at most once per period across every worker: a key that expires by itself.
+-- Gates open at most once per period across every worker: each key holds the time its gate
+-- opens again (and expires then by itself). Both are read in one call.
 local thorough = ARGV[10] == '1'
-local function gate_open(key, period_ms)
-  if not thorough and redis.call('PTTL', key) > 0 then return false end
-  redis.call('SET', key, now, 'PX', period_ms)
+local gates = redis.call('MGET', KEYS[9], KEYS[10])
+local function gate_open(at, key, period_ms)
+  if not thorough and (tonumber(gates[at]) or now) > now then return false end
+  redis.call('SET', key, now + period_ms, 'PX', period_ms)
   return true
 end
 -- A queue with neither ready nor deferred tasks is forgotten until its next enqueue or
@@ -406,8 +408,8 @@ local function reconcile()
   end
 end
 
-if gate_open(KEYS[9], tonumber(ARGV[8])) then sweep() end
-if gate_open(KEYS[10], tonumber(ARGV[9])) then reconcile() end
+if gate_open(1, KEYS[9], tonumber(ARGV[8])) then sweep() end
+if gate_open(2, KEYS[10], tonumber(ARGV[9])) then reconcile() end
 
 -- The queues served: named ones, or (none named) every queue in the index.
 local named = {}
@@ -429,13 +431,20 @@ end
 --    backlog of tasks queued before them does not make them late; among themselves they keep
 --    the order of their due times. Their scores lie in the lower half of the priority's band,
 --    below every sequence number (< 2^39) of tasks queued normally.
-local due_queues = {}
+-- The earliest due time read here is reused at the end when no deferred task moved (only
+-- this step changes `due`).
+local due_queues, first_due = {}, nil
 if #named > 0 then
-  for _, entry in ipairs(scores_of(DUE)) do
+  local entries = scores_of(DUE)
+  for _, entry in ipairs(entries) do
     if entry[2] <= now then due_queues[#due_queues + 1] = entry[1] end
   end
+  first_due = entries[1] and entries[1][2]
 else
-  due_queues = repaired('ZRANGEBYSCORE', DUE, '-inf', now, 'LIMIT', 0, 1000)
+  first_due = tonumber(repaired('ZRANGE', DUE, 0, 0, 'WITHSCORES')[2])
+  if first_due and first_due <= now then
+    due_queues = repaired('ZRANGEBYSCORE', DUE, '-inf', now, 'LIMIT', 0, 1000)
+  end
 end
 for q = 1, #due_queues do
   local queue = due_queues[q]
@@ -494,11 +503,13 @@ local function claim_round()
     if entry == nil or (#cand >= need and cand[need][1] <= entry[2]) then break end
     local queue = entry[1]
     if not heads_read[queue] then
-      local heads = repaired('ZRANGE', ready_of(queue), 0, need - 1, 'WITHSCORES')
+      -- One more than can be taken: the first left behind is the queue's new head.
+      local heads = repaired('ZRANGE', ready_of(queue), 0, need, 'WITHSCORES')
       heads_read[queue] = heads
       read_order[#read_order + 1] = queue
       for i = 1, #heads, 2 do cand[#cand + 1] = {tonumber(heads[i + 1]), heads[i], queue} end
-      table.sort(cand, function(a, b) return a[1] < b[1] end)
+      -- A single queue's heads come in order already; the heads of several are merged.
+      if #read_order > 1 then table.sort(cand, function(a, b) return a[1] < b[1] end) end
       for i = #cand, need + 1, -1 do cand[i] = nil end
     end
   end
@@ -540,10 +551,9 @@ local function claim_round()
   for _, queue in ipairs(read_order) do
     local ready, heads, ids = ready_of(queue), heads_read[queue], taken[queue] or {}
     if #ids > 0 then redis.call('ZREM', ready, unpack(ids)) end
-    local head = heads[2 * #ids + 2]  -- the next one read, if the read went past what was taken
-    if head == nil and #heads == 2 * need then
-      head = redis.call('ZRANGE', ready, 0, 0, 'WITHSCORES')[2]
-    end
+    -- The first one read and not taken; none: the read reached the end of the queue (it
+    -- read one more than could be taken).
+    local head = heads[2 * #ids + 2]
     if head then
       redis.call('ZADD', HEADS, head, queue)
     else
@@ -566,12 +576,14 @@ if claimed == 0 then
   repaired('DEL', KEYS[5])
 end
 if claimed < max_count then  -- the queues ran dry: the worker waits, at most until this
-  local first
-  if #named > 0 then
-    first = scores_of(DUE)[1]
-    first = first and first[2]
-  else
-    first = tonumber(repaired('ZRANGE', DUE, 0, 0, 'WITHSCORES')[2])
+  local first = first_due
+  if #due_queues > 0 then  -- step 3 moved tasks: read the earliest due time again
+    if #named > 0 then
+      first = scores_of(DUE)[1]
+      first = first and first[2]
+    else
+      first = tonumber(repaired('ZRANGE', DUE, 0, 0, 'WITHSCORES')[2])
+    end
   end
   if first then out[2] = math.max(first, now) end
 end
