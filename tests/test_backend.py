@@ -160,6 +160,48 @@ def test_task_enqueued_signal_is_sent() -> None:
     assert [r.id for r in received] == [result.id]
 
 
+def test_enqueue_many_sends_task_enqueued_per_new_task_to_every_kind_of_receiver(
+    clean_redis: redis.Redis,
+) -> None:
+    """The receivers are looked up once for a batch (signalling.send_each), and still each
+    gets every new task in order, a unique task already queued sends nothing, an async
+    receiver is awaited too, and a receiver's error reaches the caller as from send()."""
+    backend = task_backends["default"]
+    held = tasks.unique_call.enqueue(2)
+    seen: list[tuple[str, str]] = []
+
+    def first(sender: Any, task_result: Any, **kwargs: Any) -> None:
+        seen.append(("first", task_result.id))
+
+    def second(sender: Any, task_result: Any, **kwargs: Any) -> None:
+        seen.append(("second", task_result.id))
+
+    async def later(sender: Any, task_result: Any, **kwargs: Any) -> None:
+        seen.append(("async", task_result.id))
+
+    def failing(sender: Any, task_result: Any, **kwargs: Any) -> None:
+        raise RuntimeError("receiver failed")
+
+    task_enqueued.connect(first)
+    task_enqueued.connect(second)
+    try:
+        made = backend.enqueue_many(tasks.unique_call, [((1,), {}), ((2,), {}), ((3,), {})])
+        assert made[1].id == held.id  # the unique task already queued, no signal for it
+        new = [made[0].id, made[2].id]
+        assert seen == [(name, i) for i in new for name in ("first", "second")]
+        seen.clear()
+        task_enqueued.connect(later)
+        made = backend.enqueue_many(tasks.add, [((1, 1), {}), ((2, 2), {})])
+        assert seen == [(name, r.id) for r in made for name in ("first", "second", "async")]
+        task_enqueued.disconnect(later)
+        task_enqueued.connect(failing)
+        with pytest.raises(RuntimeError, match="receiver failed"):
+            backend.enqueue_many(tasks.add, [((3, 3), {})] * 2)
+    finally:
+        for receiver in (first, second, later, failing):
+            task_enqueued.disconnect(receiver)
+
+
 def test_results_are_kept_for_result_ttl(clean_redis: redis.Redis) -> None:
     default = tasks.add.enqueue(1, 1)
     other = tasks.add.using(backend="other").enqueue(1, 1)

@@ -14,7 +14,7 @@ import redis.sentinel
 
 from redis_tasks.backend import RedisBackend
 from redis_tasks.compat import TaskResultStatus, task_backends
-from redis_tasks.direct import AsyncDirectLane, DirectLane
+from redis_tasks.direct import AsyncDirectLane, CommandHead, DirectLane
 from tests import tasks
 from tests.helpers import burst
 from tests.redis_server import RedisServer, free_port
@@ -49,6 +49,28 @@ def test_enqueue_loads_the_script_again_after_a_script_flush(clean_redis: redis.
     result = backend.enqueue(tasks.add, [5, 6], {})
     burst()
     assert backend.get_result(result.id).return_value == 11
+
+
+def test_a_command_head_packs_as_the_whole_command_would_be_packed() -> None:
+    hiredis = pytest.importorskip("hiredis")
+    head = ("EVALSHA", "ab" * 20, 2, "k:1", "k:2", "prefix", "", 3.5, b"\x00raw")
+    rest = (7, "é-text", b"", "")
+    assert CommandHead(*head).packed(rest) == hiredis.pack_command(head + rest)
+
+
+@pytest.mark.parametrize("hiredis_packs", [True, False], ids=["hiredis", "redis-py's packer"])
+def test_a_command_sent_with_a_head_gets_its_reply(
+    redis_server: RedisServer, hiredis_packs: bool
+) -> None:
+    lane = lane_on(redis_server)
+    lane._hiredis = lane._hiredis and hiredis_packs
+    head = CommandHead("HSET", "test-direct:head", "a", "1")
+    assert lane("b", 2, head=head) == 2
+    assert lane("c", memoryview(b"3"), head=head) == 1  # hiredis refuses a memoryview
+    assert lane.hgetall("test-direct:head") == {b"a": b"1", b"b": b"2", b"c": b"3"}
+    with pytest.raises(redis.DataError):  # what no packer sends is refused, nothing sent
+        lane(object(), head=CommandHead("ECHO"))
+    assert lane("ECHO", "still clean") == b"still clean"
 
 
 def test_a_reply_cut_off_by_a_timeout_is_never_read_as_the_next_reply(

@@ -209,11 +209,15 @@ class RedisBackend(BaseTaskBackend):  # type: ignore[misc,unused-ignore]
         return pairs
 
     def _send(self, results: list[Any], requests: list[Any]) -> list[Any]:
-        pairs = self._stamp(results, self.store.enqueue(requests))
+        enqueued = self.store.enqueue(requests)
+        if len(results) == 1 and enqueued.existing[0] is None:  # one new task: enqueue()
+            object.__setattr__(results[0], "enqueued_at", from_ms(enqueued.now_ms))
+            task_enqueued.send(type(self), task_result=results[0])
+            return results
+        pairs = self._stamp(results, enqueued)
         found = {i: self.get_result(i) for _, i in pairs if i is not None}
-        for result, existing in pairs:
-            if existing is None:
-                task_enqueued.send(type(self), task_result=result)
+        new = [result for result, existing in pairs if existing is None]
+        signalling.send_each(task_enqueued, type(self), "task_result", new)
         return [found[i] if i is not None else r for r, i in pairs]
 
     async def _asend(self, results: list[Any], requests: list[Any]) -> list[Any]:

@@ -254,7 +254,7 @@ local function enqueue_batch(prefix, at, now)
 end
 """
 
-# KEYS: queues, sequence, expiry, wake, heads, due, first task (for routing)
+# KEYS: queues, sequence, expiry, wake, heads, due
 # ARGV: prefix, then the batch (see _ENQUEUE_BATCH) from ARGV[2].
 ENQUEUE = r"""
 return enqueue_batch(ARGV[1], 2, clock_ms())

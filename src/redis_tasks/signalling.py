@@ -67,3 +67,23 @@ def send_and_close(signal: Signal, sender: Any, **named: Any) -> None:
         signal.send(sender=sender, **named)
     finally:
         close_old_connections()
+
+
+def send_each(signal: Signal, sender: Any, name: str, values: list[Any]) -> None:
+    """``signal.send(sender, **{name: value})`` for each value in turn, with the receivers
+    looked up once for all: ``Signal.send`` resolves its receivers (weak references, a lock,
+    the sender's cache) on every call, which cost ``enqueue_many()`` about a fifth of its
+    Python per task. Receivers are called as ``send`` calls them, errors propagate as from
+    ``send``; with an async receiver connected, each value goes through ``send`` itself."""
+    try:
+        sync_receivers, async_receivers = signal._live_receivers(sender)
+        one_by_one = bool(async_receivers)  # send() awaits them, concurrently
+    except (AttributeError, TypeError, ValueError):  # another Django: send them one by one
+        sync_receivers, one_by_one = [], True
+    if one_by_one:
+        for value in values:
+            signal.send(sender=sender, **{name: value})
+        return
+    for value in values:
+        for receiver in sync_receivers:
+            receiver(signal=signal, sender=sender, **{name: value})

@@ -7,6 +7,7 @@ operation build the same arguments and call the same script.
 from __future__ import annotations
 
 import functools
+import hashlib
 import secrets
 import weakref
 from collections.abc import Iterable, Sequence
@@ -19,6 +20,7 @@ import redis.asyncio
 from . import durability, scripts
 from .batching import ScriptBatcher
 from .connection import Connections, SyncClient, Topology, on_node_of, redacted
+from .direct import CommandHead, DirectLane
 from .exceptions import BackendUnavailable, QueueFull
 from .keys import Keys
 from .options import BackendOptions
@@ -69,6 +71,17 @@ class ClaimBatch:
     quarantined: list[str]  # keys of a wrong type that the claim renamed aside
 
 
+_shas: dict[str, str] = {}
+
+
+def _sha_of(source: str) -> str:
+    """The SHA1 that EVALSHA names a script by, worked out once per source."""
+    sha = _shas.get(source)
+    if sha is None:
+        sha = _shas[source] = hashlib.sha1(source.encode()).hexdigest()
+    return sha
+
+
 class TaskStore:
     def __init__(self, alias: str, options: BackendOptions) -> None:
         self.alias = alias
@@ -95,12 +108,10 @@ class TaskStore:
 
     def _run_sync(self, source: str, keys: list[str], args: list[Any]) -> Any:
         """Run a script on the sync client, down its direct lane where it has one."""
-        client = self.connections.sync
         lane = self.connections.direct
-        script = self._script(client, source)
         if lane is None:
-            return script(keys=keys, args=args)
-        sha = script.func.sha
+            return self._script(self.connections.sync, source)(keys=keys, args=args)
+        sha = _sha_of(source)
         try:
             return lane("EVALSHA", sha, len(keys), *keys, *args)
         except redis.exceptions.NoScriptError:  # a restarted or flushed server: nothing ran
@@ -127,17 +138,25 @@ class TaskStore:
         k = self.keys
         return (k.queues, k.sequence, k.expiry, k.wake, k.heads, k.due)
 
-    def _enqueue_keys(self, first_task_id: str) -> list[str]:
-        return [*self._enqueue_fixed_keys, self.keys.task(first_task_id)]
+    @functools.cached_property
+    def _batch_settings(self) -> tuple[Any, ...]:
+        o = self.options
+        return ("" if o.maxsize is None else o.maxsize, "" if o.ttl is None else int(o.ttl * 1000),
+                self.alias)  # fmt: skip
+
+    @functools.cached_property
+    def _enqueue_head(self) -> CommandHead:
+        """The enqueue script's call up to its tasks: the same for every call."""
+        keys = self._enqueue_fixed_keys
+        return CommandHead("EVALSHA", _sha_of(scripts.ENQUEUE_SOURCE), len(keys), *keys,
+                           self.keys.prefix, *self._batch_settings)  # fmt: skip
 
     def _batch_argv(self, requests: Sequence[EnqueueRequest]) -> list[Any]:
-        o = self.options
-        argv: list[Any] = [
-            "" if o.maxsize is None else o.maxsize,
-            "" if o.ttl is None else int(o.ttl * 1000),
-            self.alias,
-            len(requests),
-        ]
+        return [*self._batch_settings, *self._batch_tasks(requests)]
+
+    @staticmethod
+    def _batch_tasks(requests: Sequence[EnqueueRequest]) -> list[Any]:
+        argv: list[Any] = [len(requests)]
         for r in requests:
             argv += [
                 r.task_id, r.queue, r.priority, "" if r.run_after_ms is None else r.run_after_ms,
@@ -160,32 +179,47 @@ class TaskStore:
 
     def enqueue(self, requests: Sequence[EnqueueRequest]) -> Enqueued:
         """Queue tasks, all or none, in one script call."""
-        keys = self._enqueue_keys(requests[0].task_id)
-        args = [self.keys.prefix, *self._batch_argv(requests)]
+        lane = self.connections.direct
+        acks: list[Any]
         try:
-            if self._waits:
+            if lane is not None and not self._waits:
+                reply, acks = self._enqueue_down(lane, self._batch_tasks(requests)), []
+            else:
+                keys = list(self._enqueue_fixed_keys)
+                args = [self.keys.prefix, *self._batch_argv(requests)]
                 client = self.connections.sync
                 script = self._script(client, scripts.ENQUEUE_SOURCE)
-                reply, acks = durability.enqueue(client, script, keys, args, self._waits)
-            else:
-                reply, acks = self._run_sync(scripts.ENQUEUE_SOURCE, keys, args), []
+                if self._waits:
+                    reply, acks = durability.enqueue(client, script, keys, args, self._waits)
+                else:
+                    reply, acks = script(keys=keys, args=args), []
         except redis.RedisError as exc:
             raise self.unavailable(exc) from exc
         enqueued = self._enqueued(reply, requests)
-        durability.check(self.alias, self.options, acks, requests)
+        if acks:  # none without `wait_replicas` / `wait_aof`: nothing to confirm
+            durability.check(self.alias, self.options, acks, requests)
         return enqueued
+
+    def _enqueue_down(self, lane: DirectLane, tasks: list[Any]) -> Any:
+        """The enqueue script down the sync lane, its constant head packed once."""
+        try:
+            return lane(*tasks, head=self._enqueue_head)
+        except redis.exceptions.NoScriptError:  # a restarted or flushed server: nothing ran
+            lane("SCRIPT", "LOAD", scripts.ENQUEUE_SOURCE)
+            return lane(*tasks, head=self._enqueue_head)
 
     async def aenqueue(self, requests: Sequence[EnqueueRequest]) -> Enqueued:
         client = self.connections.aio
         script = self._script(client, scripts.ENQUEUE_SOURCE)
-        keys = self._enqueue_keys(requests[0].task_id)
+        keys = list(self._enqueue_fixed_keys)
         args = [self.keys.prefix, *self._batch_argv(requests)]
         try:
             reply, acks = await durability.aenqueue(client, script, keys, args, self._waits)
         except redis.RedisError as exc:
             raise self.unavailable(exc) from exc
         enqueued = self._enqueued(reply, requests)
-        durability.check(self.alias, self.options, acks, requests)
+        if acks:  # none without `wait_replicas` / `wait_aof`: nothing to confirm
+            durability.check(self.alias, self.options, acks, requests)
         return enqueued
 
     def tick(self, schedule: str, tick_ms: int, enqueue: bool, request: EnqueueRequest) -> str:
@@ -193,7 +227,7 @@ class TaskStore:
 
         Returns 'enqueued', 'unique' (an identical unique task is queued), 'done' (this or a
         later tick was already handled), 'skipped' or 'full'."""
-        keys = [*self._enqueue_keys(request.task_id)[:6], self.keys.schedule(schedule)]
+        keys = [*self._enqueue_fixed_keys, self.keys.schedule(schedule)]
         argv = [self.keys.prefix, tick_ms, "enqueue" if enqueue else "skip"]
         script = self._script(self.connections.sync, scripts.TICK_SOURCE)
         reply = script(keys=keys, args=[*argv, *self._batch_argv([request])])
