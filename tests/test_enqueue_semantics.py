@@ -122,6 +122,10 @@ def test_enqueue_many_is_one_round_trip(clean_redis: redis.Redis) -> None:
     after = clean_redis.info("commandstats")["cmdstat_evalsha"]["calls"]
     assert after - before == 1
     assert len({r.id for r in results}) == 50 and all(r.enqueued_at for r in results)
+    # Each id is 32 hex digits of its own (the batch's random bytes are read at once).
+    assert all(len(r.id) == 32 and int(r.id, 16) >= 0 for r in results)
+    generated = (call for call in [((7, 7), {})] * 3)  # any iterable of calls
+    assert len({r.id for r in backend.enqueue_many(tasks.add, generated)}) == 3
     burst()
     assert [tasks.add.get_result(r.id).return_value for r in results] == [2 * i for i in range(50)]
 

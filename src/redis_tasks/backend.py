@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import secrets
+import os
 from collections.abc import Iterable
 from typing import Any, NamedTuple
 
@@ -118,7 +118,7 @@ class RedisBackend(BaseTaskBackend):  # type: ignore[misc,unused-ignore]
     # --- enqueue ------------------------------------------------------------------------
 
     def _prepare(
-        self, task: Any, args: Any, kwargs: Any, shape: _CallShape
+        self, task: Any, args: Any, kwargs: Any, shape: _CallShape, task_id: str
     ) -> tuple[Any, EnqueueRequest]:
         """The result to hand back and the request to send, for one call of a task already
         validated (``_prepare_many`` validates it once for all its calls)."""
@@ -142,7 +142,7 @@ class RedisBackend(BaseTaskBackend):  # type: ignore[misc,unused-ignore]
             )
         result = new_result(
             task=task,
-            id=secrets.token_hex(16),  # 32 chars like Django's ids; 50x faster
+            id=task_id,
             status=TaskResultStatus.READY,
             enqueued_at=None,
             started_at=None,
@@ -187,9 +187,14 @@ class RedisBackend(BaseTaskBackend):  # type: ignore[misc,unused-ignore]
     def _prepare_many(self, task: Any, calls: Iterable[Any]) -> tuple[list[Any], list[Any]]:
         self._ensure_configured()
         shape = self._shape(task)  # once: every call is of the same task
+        calls = calls if isinstance(calls, list) else list(calls)
+        # Ids of 32 hex digits like Django's (50x faster than a uuid4 each), the random bytes
+        # of the whole batch read in one call: one system call, not one per task.
+        ids = os.urandom(16 * len(calls)).hex()
         results, requests = [], []
-        for args, kwargs in calls:
-            result, request = self._prepare(task, args, kwargs, shape)
+        for at, (args, kwargs) in enumerate(calls):
+            task_id = ids[32 * at : 32 * at + 32]
+            result, request = self._prepare(task, args, kwargs, shape, task_id)
             results.append(result)
             requests.append(request)
         return results, requests
