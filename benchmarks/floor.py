@@ -88,7 +88,8 @@ class RawConnection:
 
 
 def pack(*args: Any) -> bytes:
-    return hiredis.pack_command(tuple(str(a) if isinstance(a, int) else a for a in args))
+    packed = hiredis.pack_command(tuple(str(a) if isinstance(a, int) else a for a in args))  # type: ignore[arg-type]
+    return bytes(packed)
 
 
 def backend() -> Any:
@@ -105,13 +106,12 @@ def enqueue_commands(batches: int, per_batch: int) -> list[bytes]:
 
     b = backend()
     store = b.store
-    sha = store.connections.sync.script_load(scripts.ENQUEUE_SOURCE)  # loaded: its sha
+    store.connections.sync.script_load(scripts.ENQUEUE_SOURCE)
     commands = []
     for _ in range(batches):
         _, requests = b._prepare_many(noop, [((), {})] * per_batch)
-        keys = store._enqueue_keys(requests[0].task_id)
-        args = [store.keys.prefix, *store._batch_argv(requests)]
-        commands.append(pack("EVALSHA", sha, len(keys), *keys, *args))
+        # Packed as the store's direct lane packs it: the same head, the same arguments.
+        commands.append(store._enqueue_head.packed(tuple(store._batch_tasks(requests))))
     return commands
 
 
