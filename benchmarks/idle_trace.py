@@ -28,12 +28,15 @@ import tempfile
 import time
 from collections import defaultdict
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT / "src"), str(ROOT)]
 
 from redis_tasks.testing import RedisServer  # noqa: E402
+
+if TYPE_CHECKING:
+    from redis_tasks.backend import RedisBackend
 
 HOPS = [
     ("enqueue() call", "enqueue", "enqueued"),
@@ -106,10 +109,10 @@ def worker(url: str, out: str) -> None:
 
     TaskStore.wait_for_work = traced_wait  # type: ignore[method-assign]
     TaskStore.claim = traced_claim  # type: ignore[method-assign]
-    TaskStore.afinish = traced_afinish  # type: ignore[method-assign]
-    TaskStore.finish = traced_finish  # type: ignore[method-assign]
+    TaskStore.afinish = traced_afinish  # type: ignore[method-assign,assignment]
+    TaskStore.finish = traced_finish  # type: ignore[method-assign,assignment]
     execution.call_sync = traced_call
-    runner = Worker([task_backends["default"]], concurrency=10)
+    runner = Worker([cast("RedisBackend", task_backends["default"])], concurrency=10)
     signal.signal(signal.SIGTERM, lambda *_: runner.request_stop())
     try:
         asyncio.run(runner.run())
@@ -134,7 +137,7 @@ def main() -> None:
 
         from redis_tasks.compat import task_backends
 
-        backend = task_backends["default"]
+        backend = cast("RedisBackend", task_backends["default"])
         child = subprocess.Popen([sys.executable, __file__, "--worker", server.url, out])
 
         def seen(result_id: str) -> float:

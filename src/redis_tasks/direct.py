@@ -44,7 +44,10 @@ class CommandHead:
         self._body = _without_header(hiredis_pack(args)) if HIREDIS_AVAILABLE else b""
 
     def packed(self, rest: tuple[Any, ...]) -> bytes:
-        """The whole command, packed as hiredis packs it (raises TypeError as it does)."""
+        """The whole command, packed as hiredis packs it (raises TypeError as it does, and
+        without hiredis: the caller packs it its own way then)."""
+        if not HIREDIS_AVAILABLE:
+            raise TypeError("hiredis is not installed")
         tail = _without_header(hiredis_pack(rest))
         return b"*%d\r\n%b%b" % (len(self.args) + len(rest), self._body, tail)
 
