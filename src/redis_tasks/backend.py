@@ -217,7 +217,7 @@ class RedisBackend(BaseTaskBackend):  # type: ignore[misc,unused-ignore]
         enqueued = self.store.enqueue(requests)
         if len(results) == 1 and enqueued.existing[0] is None:  # one new task: enqueue()
             object.__setattr__(results[0], "enqueued_at", from_ms(enqueued.now_ms))
-            task_enqueued.send(type(self), task_result=results[0])
+            signalling.send_each(task_enqueued, type(self), "task_result", results)
             return results
         pairs = self._stamp(results, enqueued)
         found = {i: self.get_result(i) for _, i in pairs if i is not None}

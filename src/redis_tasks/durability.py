@@ -101,6 +101,8 @@ def _shortfall(options: BackendOptions, command: list[Any], ack: Any) -> str | N
 def check(alias: str, options: BackendOptions, acks: list[Any], requests: Sequence[Any]) -> None:
     """Raise DurabilityNotConfirmed unless every wait confirmed what the options ask (called
     only after the script queued the tasks)."""
+    if not acks:  # no `wait_replicas` nor `wait_aof`: nothing to confirm
+        return
     problems = [
         problem
         for command, ack in zip(wait_commands(options), acks, strict=False)

@@ -111,12 +111,17 @@ class TaskStore:
         lane = self.connections.direct
         if lane is None:
             return self._script(self.connections.sync, source)(keys=keys, args=args)
-        sha = _sha_of(source)
+        return self._down(lane, source, "EVALSHA", _sha_of(source), len(keys), *keys, *args)
+
+    @staticmethod
+    def _down(lane: DirectLane, source: str, *command: Any, head: CommandHead | None = None) -> Any:
+        """A script's call (``head`` first, if given) down the sync lane, the script loaded
+        again if the server lost it."""
         try:
-            return lane("EVALSHA", sha, len(keys), *keys, *args)
+            return lane(*command, head=head)
         except redis.exceptions.NoScriptError:  # a restarted or flushed server: nothing ran
             lane("SCRIPT", "LOAD", source)
-            return lane("EVALSHA", sha, len(keys), *keys, *args)
+            return lane(*command, head=head)
 
     def unavailable(self, exc: redis.RedisError) -> BackendUnavailable:
         if isinstance(exc, redis.ConnectionError | redis.TimeoutError) and "connecting" not in str(
@@ -180,10 +185,11 @@ class TaskStore:
     def enqueue(self, requests: Sequence[EnqueueRequest]) -> Enqueued:
         """Queue tasks, all or none, in one script call."""
         lane = self.connections.direct
-        acks: list[Any]
+        acks: list[Any] = []
         try:
-            if lane is not None and not self._waits:
-                reply, acks = self._enqueue_down(lane, self._batch_tasks(requests)), []
+            if lane is not None and not self._waits:  # the constant head packed once
+                tasks = self._batch_tasks(requests)
+                reply = self._down(lane, scripts.ENQUEUE_SOURCE, *tasks, head=self._enqueue_head)
             else:
                 keys = list(self._enqueue_fixed_keys)
                 args = [self.keys.prefix, *self._batch_argv(requests)]
@@ -192,21 +198,12 @@ class TaskStore:
                 if self._waits:
                     reply, acks = durability.enqueue(client, script, keys, args, self._waits)
                 else:
-                    reply, acks = script(keys=keys, args=args), []
+                    reply = script(keys=keys, args=args)
         except redis.RedisError as exc:
             raise self.unavailable(exc) from exc
         enqueued = self._enqueued(reply, requests)
-        if acks:  # none without `wait_replicas` / `wait_aof`: nothing to confirm
-            durability.check(self.alias, self.options, acks, requests)
+        durability.check(self.alias, self.options, acks, requests)
         return enqueued
-
-    def _enqueue_down(self, lane: DirectLane, tasks: list[Any]) -> Any:
-        """The enqueue script down the sync lane, its constant head packed once."""
-        try:
-            return lane(*tasks, head=self._enqueue_head)
-        except redis.exceptions.NoScriptError:  # a restarted or flushed server: nothing ran
-            lane("SCRIPT", "LOAD", scripts.ENQUEUE_SOURCE)
-            return lane(*tasks, head=self._enqueue_head)
 
     async def aenqueue(self, requests: Sequence[EnqueueRequest]) -> Enqueued:
         client = self.connections.aio
@@ -218,8 +215,7 @@ class TaskStore:
         except redis.RedisError as exc:
             raise self.unavailable(exc) from exc
         enqueued = self._enqueued(reply, requests)
-        if acks:  # none without `wait_replicas` / `wait_aof`: nothing to confirm
-            durability.check(self.alias, self.options, acks, requests)
+        durability.check(self.alias, self.options, acks, requests)
         return enqueued
 
     def tick(self, schedule: str, tick_ms: int, enqueue: bool, request: EnqueueRequest) -> str:
