@@ -262,3 +262,32 @@ def quick_with_timeout() -> str:
 def sleeps(seconds: float) -> float:
     time.sleep(seconds)
     return seconds
+
+
+# --- the framework's contract (tests/test_contract.py) ---------------------------------------
+
+
+@task()
+def returns(kind: str) -> Any:
+    """Values the framework normalises before storing them."""
+    return {"bytes": b"caf\xc3\xa9", "tuple": (1, 2), "nan": float("nan"),
+            "nested": {"k": (b"v", [(1,)])}}[kind]  # fmt: skip
+
+
+def backoff_by_error(exception: BaseException, task_result: Any) -> float | None:
+    """A retry policy in the shape of Django's proposal: wait on a 429, give up on a 404."""
+    if "429" in str(exception):
+        return 0.01
+    return None
+
+
+@redis_task(max_attempts=4, backoff=backoff_by_error, takes_context=True)
+def http_call(context: Any, status: int, fail_times: int) -> int:
+    if context.attempt <= fail_times:
+        raise OSError(f"HTTP {status}")
+    return context.attempt
+
+
+@redis_task(max_attempts=3, retry_on=[KeyError], backoff=lambda exc, result: 0)
+def backoff_within_retry_on(kind: str) -> None:
+    raise {"key": KeyError, "value": ValueError}[kind]("nope")

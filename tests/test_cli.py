@@ -114,7 +114,7 @@ def test_drain_cancels_every_waiting_task_of_a_queue() -> None:
     call_command("redis_tasks", "--backend", "default", "--json", "drain", "doomed", "--yes",
                  stdout=out, stderr=err)  # fmt: skip
     assert json.loads(out.getvalue()) == {"default": 30}
-    assert "30/30 tasks" in err.getvalue() and "ETA" in err.getvalue()  # plain progress lines
+    assert err.getvalue() == ""  # no progress bar without a terminal
     assert all(refreshed(r).status == TaskResultStatus.FAILED for r in doomed)
     assert refreshed(kept).status == TaskResultStatus.READY
 

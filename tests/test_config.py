@@ -108,7 +108,7 @@ def test_conflicting_top_level_and_OPTIONS_is_E004() -> None:
     assert ids(backend(maxsize=3, OPTIONS={"maxsize": 3})) == []
 
 
-@pytest.mark.parametrize("queues", [[], "default", ["ok", "bad}"], [1]])
+@pytest.mark.parametrize("queues", ["default", ["ok", "bad}"], [1]])
 def test_bad_QUEUES_is_E005(queues: Any) -> None:
     assert ids(backend(QUEUES=queues)) == ["redis_tasks.E005"]
 

@@ -8,6 +8,9 @@ class RedisTasksConfig(AppConfig):
     verbose_name = "Redis tasks"
 
     def ready(self) -> None:
-        from . import autostart
+        # The framework registers its system check (which runs every backend's check()) when
+        # its package is imported; on Django 6 nothing imports it at start-up, so
+        # `manage.py check` would never see a misconfigured RedisBackend.
+        from . import autostart, compat  # noqa: F401
 
         autostart.maybe_start()

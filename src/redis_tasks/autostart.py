@@ -16,6 +16,8 @@ import sys
 import threading
 from types import FrameType
 
+from django.conf import settings
+
 logger = logging.getLogger("redis_tasks")
 
 SERVER_ENTRY_POINTS = {
@@ -63,7 +65,11 @@ def maybe_start() -> bool:
         return False
     if not is_server_process(frame=sys._getframe(1)):
         return False
-    return start()
+    if not start():
+        return False
+    if "runserver" in sys.argv[1:2]:  # its own lines go to the terminal: so does this one
+        sys.stderr.write(f"Redis tasks: {_running}\n")
+    return True
 
 
 def start() -> bool:
@@ -78,7 +84,12 @@ def start() -> bool:
         if not backends:
             return False
         worker = Worker(
-            backends, concurrency=max(b.config.concurrency for b in backends), grace=STOP_GRACE
+            backends,
+            concurrency=max(b.config.concurrency for b in backends),
+            grace=STOP_GRACE,
+            # A development server against a development Redis: no warning on every reload
+            # that it keeps nothing on disk (the dedicated worker always warns).
+            risk_level=logging.INFO if settings.DEBUG else logging.WARNING,
         )
         _running = BackgroundWorker(worker).start()
     logger.info("Autostarted background worker %s in pid %d", worker.worker_id, os.getpid())

@@ -28,7 +28,7 @@ from .serialization import (
     normalize_args,
     resolve_task,
     result_from_hash,
-    to_ms,
+    to_us,
 )
 from .store import Enqueued, EnqueueRequest, TaskStore
 from .task import RedisTask, validate_options
@@ -40,7 +40,7 @@ class _CallShape(NamedTuple):
     path: str
     queue: str
     priority: int
-    run_after_ms: int | None
+    run_after_us: int | None
     unique: bool
     max_attempts: int | None
     max_payload_bytes: int
@@ -126,11 +126,12 @@ class RedisBackend(BaseTaskBackend):  # type: ignore[misc,unused-ignore]
             args, kwargs = normalize_args(args, kwargs)
             args_json = dumps(args) if args else "[]"
             kwargs_json = dumps(kwargs) if kwargs else "{}"
-        except (TypeError, ValueError) as exc:  # ValueError: NaN or infinity
+        except (TypeError, ValueError, RecursionError) as exc:  # ValueError: bytes not UTF-8
             raise ArgumentsNotSerializable(
                 f"Arguments of task {shape.path!r} cannot be stored as JSON: {exc}. "
-                "Pass only JSON types (str, int, float, bool, None, lists, dicts with str keys), "
-                "e.g. an object's primary key instead of the object. Nothing was queued."
+                "Pass only JSON types (str, int, float, bool, None, lists, dicts with str keys, "
+                "UTF-8 bytes), e.g. an object's primary key instead of the object. "
+                "Nothing was queued."
             ) from exc
         text = args_json + kwargs_json
         size = len(text) if text.isascii() else len(text.encode())  # bytes, not characters
@@ -156,7 +157,7 @@ class RedisBackend(BaseTaskBackend):  # type: ignore[misc,unused-ignore]
         )
         request = EnqueueRequest(
             result.id, shape.queue, shape.priority, shape.path, args_json, kwargs_json,
-            shape.run_after_ms,
+            shape.run_after_us,
             task.unique_key(args_json, kwargs_json, args, kwargs) if shape.unique else None,
             shape.max_attempts,
         )  # fmt: skip
@@ -174,7 +175,7 @@ class RedisBackend(BaseTaskBackend):  # type: ignore[misc,unused-ignore]
             path=task.module_path,
             queue=task.queue_name,
             priority=task.priority,
-            run_after_ms=None if task.run_after is None else to_ms(task.run_after),
+            run_after_us=None if task.run_after is None else to_us(task.run_after),
             unique=isinstance(task, RedisTask) and task.unique not in (False, None),
             max_attempts=getattr(task, "max_attempts", None),
             max_payload_bytes=self.config.max_payload_bytes,

@@ -27,12 +27,12 @@ class InvalidTaskPayload(RedisTasksError):
     a missing or mistyped field): the worker runs nothing for it."""
 
 
-class ResultNotSerializable(RedisTasksError):
-    """Recorded as the error of a task whose return value cannot be stored as JSON."""
+class ArgumentsNotSerializable(RedisTasksError, TypeError, ValueError):
+    """Task arguments that cannot be stored as JSON; nothing was queued.
 
-
-class ArgumentsNotSerializable(RedisTasksError, TypeError):
-    """Task arguments that cannot be stored as JSON; nothing was queued."""
+    Both a ``TypeError`` and a ``ValueError``: the framework raises the first for a value of a
+    type JSON cannot hold and the second for ``bytes`` that are not UTF-8, and code written
+    against it catches either."""
 
 
 class WorkerLost(RedisTasksError):

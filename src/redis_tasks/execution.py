@@ -27,8 +27,14 @@ from django.db import close_old_connections
 from django.utils.module_loading import import_string
 
 from . import signalling
-from .compat import TaskContext, TaskError, TaskResultStatus, task_finished, task_started
-from .exceptions import ResultNotSerializable
+from .compat import (
+    TaskContext,
+    TaskError,
+    TaskResultStatus,
+    normalize_json,
+    task_finished,
+    task_started,
+)
 from .serialization import dumps, error_json, from_ms, result_from_hash
 from .store import Claim
 
@@ -105,17 +111,17 @@ def _call_args(result: Any) -> list[Any]:
 
 
 def _succeeded(value: Any) -> Outcome:
-    if value is None:  # what most tasks return: no encoder needed
+    """The outcome of a body that returned ``value``, normalised as the framework normalises
+    it (tuples to lists, bytes to text...): what is stored is what ``task_finished`` receivers
+    and later readers see. A value the framework cannot normalise fails the task with the
+    framework's own ``TypeError`` (or ``ValueError``)."""
+    if value is None:  # what most tasks return: no normalising or encoding needed
         return Outcome(TaskResultStatus.SUCCESSFUL, return_json="null")
     try:
+        value = normalize_json(value)
         return Outcome(TaskResultStatus.SUCCESSFUL, return_json=dumps(value), return_value=value)
-    except (TypeError, ValueError) as exc:
-        try:
-            raise ResultNotSerializable(
-                f"the task returned {type(value).__name__}, which cannot be stored as JSON: {exc}"
-            ) from exc
-        except ResultNotSerializable as wrapped:
-            return failed(wrapped)
+    except (TypeError, ValueError, RecursionError) as exc:
+        return failed(exc)
 
 
 # --- retry policy ---------------------------------------------------------------------------
@@ -129,8 +135,10 @@ def attempts_counted(claim: Claim, result: Any) -> int:
 def retry_delay(backend: RedisBackend, claim: Claim, result: Any, outcome: Outcome) -> float | None:
     """Seconds until the next attempt, or None when this outcome is final.
 
-    Exponential backoff with jitter: base * 2^(attempt-1), capped, times a random factor in
-    [0.5, 1.5) so that tasks failing together do not retry together.
+    A task's ``backoff(exception, task_result)`` decides the delay (None: no more attempts);
+    without it, exponential backoff with jitter: base * 2^(attempt-1), capped, times a random
+    factor in [0.5, 1.5) so that tasks failing together do not retry together. Either way only
+    an ``Exception`` that ``retry_on`` lets through is retried, while attempts are left.
     """
     exc = outcome.exception
     if outcome.status != TaskResultStatus.FAILED or exc is None or not isinstance(exc, Exception):
@@ -143,9 +151,31 @@ def retry_delay(backend: RedisBackend, claim: Claim, result: Any, outcome: Outco
     paths = task.retry_paths(config.retry_on) if hasattr(task, "retry_paths") else config.retry_on
     if not any(isinstance(exc, _exception_class(p)) for p in paths):
         return None
+    backoff = getattr(task, "backoff", None)
+    if backoff is not None:
+        return _asked_delay(backoff, exc, result)
     base = getattr(task, "retry_backoff", None) or config.retry_backoff
     delay = min(base * 2 ** (attempt - 1), config.retry_backoff_max)
     return float(min(delay * random.uniform(0.5, 1.5), config.retry_backoff_max))
+
+
+def _asked_delay(backoff: Callable[..., Any], exc: Exception, result: Any) -> float | None:
+    """What the task's own ``backoff`` asks for: seconds (0 or more), or None. A backoff that
+    raises or answers anything else ends the retries, with a log line saying why."""
+    try:
+        delay = backoff(exc, result)
+    except Exception:
+        logger.exception("Task %s: its backoff function failed; no retry", result.id)
+        return None
+    if delay is None:
+        return None
+    if isinstance(delay, bool) or not isinstance(delay, int | float) or not delay >= 0:
+        logger.error(
+            "Task %s: its backoff function returned %r, not seconds (a number, 0 or more) or "
+            "None; no retry", result.id, delay,
+        )  # fmt: skip
+        return None
+    return float(delay)
 
 
 def _exception_class(path: str) -> type[BaseException]:

@@ -10,12 +10,12 @@ import json
 import re
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field, fields
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, cast
 
 from . import scripts
 from .exceptions import InvalidTaskPayload
-from .serialization import result_from_hash
+from .serialization import EPOCH, result_from_hash
 
 if TYPE_CHECKING:
     from .backend import RedisBackend
@@ -28,6 +28,15 @@ SUMMARY_FIELDS = ("path", "queue", "priority", "status", "enqueued_at", "finishe
 
 class OperationRefused(Exception):
     """An action that does not apply to the task as it is (say, cancelling a running task)."""
+
+
+def _us_to_iso(value: bytes | str | None) -> str | None:
+    if value is None:
+        return None
+    try:
+        return (EPOCH + timedelta(microseconds=int(value))).isoformat()
+    except (ValueError, OverflowError):
+        return None
 
 
 def _ms_to_iso(value: bytes | str | None) -> str | None:
@@ -186,7 +195,7 @@ class Inspector:
                 priority=_int_or_none(f["priority"]),
                 status=f["status"].decode(errors="replace") if f["status"] else None,
                 enqueued_at=_ms_to_iso(f["enqueued_at"]), finished_at=_ms_to_iso(f["finished_at"]),
-                run_after=_ms_to_iso(f["run_after"]),
+                run_after=_us_to_iso(f["run_after"]),
                 attempts=_json_len(f["workers"]), errors=_json_len(f["errors"]),
             ))  # fmt: skip
         return rows

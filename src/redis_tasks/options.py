@@ -252,18 +252,14 @@ def parse_options(
     queues: frozenset[str] = frozenset()
     if "QUEUES" in params:
         configured = params["QUEUES"]
-        if (
-            not isinstance(configured, list | tuple | set | frozenset)
-            or not configured
-            or not all(
-                isinstance(q, str) and q and not set(q) & set("{} \n\r\t") for q in configured
-            )
+        if not isinstance(configured, list | tuple | set | frozenset) or not all(
+            isinstance(q, str) and q and not set(q) & set("{} \n\r\t") for q in configured
         ):
             errors.append(
                 checks.Error(
-                    f"{where}['QUEUES'] is {configured!r}; it must be a non-empty list of "
-                    "queue names (strings without braces or whitespace).",
-                    hint="Leave QUEUES out to accept any queue name.",
+                    f"{where}['QUEUES'] is {configured!r}; it must be a list of queue names "
+                    "(strings without braces or whitespace).",
+                    hint="Leave QUEUES out, or set it to [], to accept any queue name.",
                     id="redis_tasks.E005",
                 )
             )

@@ -58,6 +58,13 @@ class BackgroundWorker:
         finally:
             self._started.set()
 
+    def __str__(self) -> str:
+        worker = self.worker
+        return (
+            f"background worker {worker.worker_id} started in this process (backends "
+            f"{', '.join(b.alias for b in worker.backends)}, concurrency {worker.concurrency})"
+        )
+
     def start(self) -> BackgroundWorker:
         self.thread.start()
         self._started.wait()

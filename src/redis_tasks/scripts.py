@@ -145,7 +145,7 @@ local function index_due(due, queue, at) repaired('ZADD', due, 'LT', at, queue) 
 # Shared by ENQUEUE and TICK: queue a batch of tasks, all or none.
 # KEYS: queues, sequence, expiry, wake, heads, due (then anything the caller uses)
 # ARGV from `at`: maxsize|'', ttl_ms|'', backend alias, count, then per task TASK_FIELDS values:
-#   id, queue, priority, run_after_ms|'', path, args, kwargs, unique key|'',
+#   id, queue, priority, run_after_us|'', path, args, kwargs, unique key|'',
 #   max_attempts|'' (the task's own, for recovering from lost workers)
 # Returns {1, now, existing id|'' per task} when queued (an existing id: a unique task already
 # queued or running, returned instead of a new one), {0, waiting} when the backend would pass
@@ -209,7 +209,9 @@ local function enqueue_batch(prefix, at, now)
       seq = seq + 1
       local score = (100 - priority) * 1099511627776 + seq
       local score_text = string.format('%d', score)
-      local run_after = tonumber(ARGV[f + 3])
+      -- run_after is given in microseconds (stored as given); it is due at its millisecond.
+      local run_after_us = tonumber(ARGV[f + 3])
+      local run_after = run_after_us and math.floor(run_after_us / 1000)
       local due = (run_after and run_after > now) and run_after or now
       local fields = {'path', ARGV[f + 4], 'queue', queue, 'priority', ARGV[f + 2],
                       'score', score_text, 'args', ARGV[f + 5], 'kwargs', ARGV[f + 6],
@@ -229,9 +231,10 @@ local function enqueue_batch(prefix, at, now)
         added[queue] = true
       end
       if due > now then
-        repaired('ZADD', prefix .. '@DEFERRED@' .. queue, ARGV[f + 3], id)
+        local due_at = string.format('%d', run_after)
+        repaired('ZADD', prefix .. '@DEFERRED@' .. queue, due_at, id)
         if not first_due[queue] or run_after < first_due[queue] then
-          first_due[queue], due_text[queue] = run_after, ARGV[f + 3]
+          first_due[queue], due_text[queue] = run_after, due_at
         end
       else
         repaired('ZADD', prefix .. '@READY@' .. queue, score_text, id)

@@ -11,7 +11,7 @@ import functools
 import json
 import types
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, cast
 
 from django.conf import settings
@@ -21,7 +21,10 @@ from django.utils.module_loading import import_string
 from .compat import Task, TaskError, TaskResult, TaskResultStatus, normalize_json
 from .exceptions import InvalidTaskPayload
 
-dumps = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+# NaN and the infinities are written as Python's json module writes them (and reads them back),
+# as the framework accepts them in arguments and return values.
+dumps = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
 
 
 def _result_defaults() -> list[tuple[str, Callable[[], Any]]]:
@@ -91,10 +94,19 @@ def loads(raw: bytes) -> Any:
     return json.loads(raw.decode())
 
 
-def to_ms(moment: datetime) -> int:
+def to_us(moment: datetime) -> int:
+    """Microseconds since the epoch, exactly (``run_after`` is read back equal to what was
+    given: the framework compares results field by field)."""
     if timezone.is_naive(moment):
         moment = timezone.make_aware(moment)
-    return int(moment.timestamp() * 1000)
+    return (moment - EPOCH) // timedelta(microseconds=1)
+
+
+def from_us(value: bytes | str | None) -> datetime | None:
+    if value is None:
+        return None
+    moment = EPOCH + timedelta(microseconds=int(value))
+    return moment if settings.USE_TZ else timezone.make_naive(moment)
 
 
 def from_ms(value: int | str | bytes | None) -> datetime | None:
@@ -214,7 +226,7 @@ def result_from_hash(task_id: str, fields: dict[bytes, bytes]) -> Any:
             raise InvalidTaskPayload("the stored task has no 'path' field")
         task = resolve_task(path.decode())
         use_tz = settings.USE_TZ
-        run_after = _moment(use_tz, get(b"run_after"))
+        run_after = from_us(get(b"run_after"))
         raw_backend, raw_queue = get(b"backend"), get(b"queue")
         backend = None if raw_backend is None else raw_backend.decode()
         queue = None if raw_queue is None else raw_queue.decode()

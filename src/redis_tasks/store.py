@@ -44,7 +44,7 @@ class EnqueueRequest(NamedTuple):
     path: str
     args_json: str
     kwargs_json: str
-    run_after_ms: int | None
+    run_after_us: int | None  # exact, as the caller gave it; due at its millisecond
     unique_key: str | None = None
     max_attempts: int | None = None  # the task's own; None: the backend's
 
@@ -164,7 +164,7 @@ class TaskStore:
         argv: list[Any] = [len(requests)]
         for r in requests:
             argv += [
-                r.task_id, r.queue, r.priority, "" if r.run_after_ms is None else r.run_after_ms,
+                r.task_id, r.queue, r.priority, "" if r.run_after_us is None else r.run_after_us,
                 r.path, r.args_json, r.kwargs_json,
                 r.unique_key or "", "" if r.max_attempts is None else r.max_attempts,
             ]  # fmt: skip

@@ -2,7 +2,7 @@
 
 ``RedisBackend.task_class`` is this class, so on Django 6.1 and with the django-tasks backport the
 framework's own decorator accepts the options: ``@task(max_attempts=5, retry_on=[IOError],
-timeout=30)``. Django 6.0's decorator forwards no extra arguments; there, use
+timeout=30, backoff=fn)``. Django 6.0's decorator forwards no extra arguments; there, use
 ``redis_tasks.task.task`` (same signature) or the backend-wide defaults in settings.
 """
 
@@ -29,6 +29,9 @@ class RedisTask(Task):  # type: ignore[misc,type-arg,unused-ignore]
     # Enqueue at most one queued-or-running task per key: True (the call's arguments), a
     # fixed string, or a callable given the call's arguments that returns the key.
     unique: bool | str | Callable[..., Any] = False
+    # backoff(exception, task_result) -> seconds before the next attempt, or None: no more
+    # attempts (the shape of Django's retry proposal); None here: retry_backoff's doubling.
+    backoff: Callable[[BaseException, Any], float | None] | None = None
 
     def unique_key(self, args_json: str, kwargs_json: str, args: Any, kwargs: Any) -> str | None:
         if self.unique is False or self.unique is None:
@@ -42,11 +45,12 @@ class RedisTask(Task):  # type: ignore[misc,type-arg,unused-ignore]
         return f"{self.module_path}:{self.unique}"
 
     def retry_paths(self, backend_default: tuple[str, ...]) -> tuple[str, ...]:
-        """Exceptions that earn another attempt. Setting ``max_attempts`` on a task without
-        ``retry_on`` opts it in for every ``Exception``; otherwise the backend's list applies."""
+        """Exceptions that earn another attempt. Setting ``max_attempts`` or ``backoff`` on a
+        task without ``retry_on`` opts it in for every ``Exception``; otherwise the backend's
+        list applies."""
         if self.retry_on is not None:
             return tuple(p for p in (exception_path(e) for e in self.retry_on) if p)
-        if self.max_attempts is not None:
+        if self.max_attempts is not None or self.backoff is not None:
             return ("builtins.Exception",)
         return backend_default
 
@@ -63,6 +67,11 @@ def validate_options(task: Any) -> None:
         value = getattr(task, name)
         if value is not None and (type(value) not in (int, float) or value <= 0):
             raise InvalidTask(f"{name} must be a positive number of seconds, not {value!r}.")
+    if task.backoff is not None and not callable(task.backoff):
+        raise InvalidTask(
+            f"backoff must be a function (exception, task_result) -> seconds or None, not "
+            f"{task.backoff!r}."
+        )
     if not (isinstance(task.unique, bool | str) or callable(task.unique)):
         raise InvalidTask("unique must be True, a key string, or a callable returning a key.")
     if task.retry_on is not None:
@@ -85,6 +94,7 @@ def task(
     retry_backoff: float | None = None,
     timeout: float | None = None,
     unique: bool | str | Callable[..., Any] = False,
+    backoff: Callable[[BaseException, Any], float | None] | None = None,
 ) -> Any:
     """The framework's ``@task`` with the reliability options, on every Django version."""
 
@@ -102,6 +112,7 @@ def task(
             retry_backoff=retry_backoff,
             timeout=timeout,
             unique=unique,
+            backoff=backoff,
         )
 
     return wrapper(function) if function is not None else wrapper

@@ -16,6 +16,7 @@ import os
 import secrets
 import socket
 import threading
+import time
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -24,6 +25,7 @@ import redis
 
 from . import execution, signalling
 from .compat import task_finished
+from .connection import redacted
 from .exceptions import InvalidTaskPayload
 from .scheduler import Scheduler
 from .threads import TaskThreads
@@ -41,6 +43,8 @@ BACKOFF_MIN = 0.1
 BACKOFF_MAX = 5.0
 DEFAULT_GRACE = 25.0  # seconds running tasks get after SIGTERM before they are handed back
 EXIT_RESTART = 3  # exit code asking the supervisor for a fresh process (abandoned threads)
+EXIT_UNREACHABLE = 2  # exit code of a burst worker that gave up on an unreachable Redis
+DEFAULT_BURST_GIVE_UP = 30.0  # seconds of outage after which a burst worker gives up
 
 
 def new_worker_id() -> str:
@@ -61,6 +65,8 @@ class Worker:
         worker_id: str | None = None,
         on_task_done: Callable[[], None] | None = None,
         scheduler: bool = True,
+        give_up_after: float = DEFAULT_BURST_GIVE_UP,
+        risk_level: int = logging.WARNING,
     ) -> None:
         if not backends:
             raise ValueError("a worker needs at least one RedisBackend")
@@ -74,6 +80,8 @@ class Worker:
         self.worker_id = worker_id or new_worker_id()
         self.on_task_done = on_task_done
         self.run_scheduler = scheduler and not burst
+        self.give_up_after = give_up_after  # burst mode only: a long-running worker never does
+        self.risk_level = risk_level  # of the lines on server settings that can lose tasks
         self.tasks_done = 0
         self.tasks_failed = 0
         self.started_at = datetime.now(UTC).isoformat()
@@ -178,7 +186,7 @@ class Worker:
                                self.worker_id, backend.alias, exc)  # fmt: skip
                 continue
             for risk in risks:
-                logger.warning("Backend %r: %s", backend.alias, risk)
+                logger.log(self.risk_level, "Backend %r: %s", backend.alias, risk)
 
     # --- consuming ----------------------------------------------------------------------
 
@@ -230,6 +238,7 @@ class Worker:
         queues = self._queues_for(backend)
         mine: set[asyncio.Task[None]] = set()
         backoff = BACKOFF_MIN
+        outage_since: float | None = None  # when claims began to fail
         # The first claim, and a burst worker's last before it exits, sweep and check the
         # queue index now rather than at most every SWEEP_MS / RECONCILE_MS.
         thorough = True
@@ -244,6 +253,18 @@ class Worker:
                 batch = await store.claim(self.worker_id, count, queues, thorough=thorough)
             except (redis.RedisError, OSError) as exc:
                 self._claimed_with(count, 0)
+                outage_since = outage_since or time.monotonic()
+                if self.burst and time.monotonic() - outage_since >= self.give_up_after:
+                    logger.error(
+                        "Worker %s: Redis of backend %r at %s unreachable for %.0fs (%s); a "
+                        "burst worker gives up (exit code %d). Check that Redis is running and "
+                        "LOCATION is right.",
+                        self.worker_id, backend.alias, redacted(backend.config.location),
+                        time.monotonic() - outage_since, exc, EXIT_UNREACHABLE,
+                    )  # fmt: skip
+                    self.exit_code = EXIT_UNREACHABLE
+                    self._stop()
+                    break
                 logger.warning(
                     "Worker %s: Redis of backend %r failed (%s); retrying in %.1fs",
                     self.worker_id, backend.alias, exc, backoff,
@@ -251,9 +272,9 @@ class Worker:
                 await self._sleep(backoff)
                 backoff = min(backoff * 2, BACKOFF_MAX)
                 continue
-            if backoff > BACKOFF_MIN:
+            if outage_since is not None:
                 logger.info("Worker %s: Redis of backend %r is back", self.worker_id, backend.alias)
-            backoff = BACKOFF_MIN
+            backoff, outage_since = BACKOFF_MIN, None
             for key in batch.quarantined:
                 logger.error("Backend %r: a key of the wrong type was moved aside to %r",
                              backend.alias, key)  # fmt: skip

@@ -268,13 +268,17 @@ def task_detail(
     _require_view(request)
     chosen = _backend(backend)
     inspector = Inspector(chosen)
+    crumbs = [("Tasks", _url(model_admin, "redis_tasks_dashboard_tasks")), (task_id, None)]
     try:
         data = queries.task_detail(inspector, task_id)
     except OperationRefused as exc:
-        context: dict[str, Any] = {"backend": chosen.alias, "task_id": task_id, "missing": str(exc),
-                   "crumbs": [("Tasks", _url(model_admin, "redis_tasks_dashboard_tasks")),
-                              (task_id, None)]}  # fmt: skip
+        context: dict[str, Any] = {"backend": chosen.alias, "task_id": task_id,
+                                   "missing": str(exc), "crumbs": crumbs}  # fmt: skip
         return _render(model_admin, request, "task_detail.html", f"Task {task_id}", context, 404)
+    except redis.RedisError as exc:  # an outage: say so (Retry and Cancel come back here)
+        context = {"backend": chosen.alias, "task_id": task_id, "crumbs": crumbs,
+                   "unreachable": f"{type(exc).__name__}: {exc}"}  # fmt: skip
+        return _render(model_admin, request, "task_detail.html", f"Task {task_id}", context, 503)
     list_link = (
         _url(model_admin, "redis_tasks_dashboard_tasks")
         + "?"

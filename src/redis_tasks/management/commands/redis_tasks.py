@@ -13,18 +13,21 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import re
 import sys
 import time
 from typing import Any
 
+import redis
 from django.core.exceptions import ImproperlyConfigured
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from redis_tasks.backend import RedisBackend
+from redis_tasks.connection import redacted
 from redis_tasks.ops import STATES, Inspector, OperationRefused
-from redis_tasks.progress import render
+from redis_tasks.progress import ProgressLine, render
 from redis_tasks.runner import redis_backends
 
 UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
@@ -41,38 +44,66 @@ def age(value: str) -> float:
 class Command(BaseCommand):
     help = "See and manage redis_tasks queues, tasks and workers."
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.common_arguments: list[tuple[tuple[str, ...], dict[str, Any]]] = []
+
+    def add_base_argument(self, parser: CommandParser, *args: str, **kwargs: Any) -> None:
+        """Django's own options (``-v``, ``--settings``...), noted so that every action accepts
+        them after its name too, as Django's commands accept options anywhere."""
+        if args != ("--version",):
+            self.common_arguments.append((args, kwargs))
+        super().add_base_argument(parser, *args, **kwargs)
+
     def add_arguments(self, parser: CommandParser) -> None:
-        parser.add_argument(
-            "--backend",
-            action="append",
-            default=[],
-            metavar="ALIAS",
-            help="Only this backend (repeatable). Default: every RedisBackend.",
-        )
-        parser.add_argument("--json", action="store_true", help="Print JSON for scripts.")
+        own: list[tuple[tuple[str, ...], dict[str, Any]]] = [
+            (("--backend",), {"action": "append", "default": [], "metavar": "ALIAS",
+                              "help": "Only this backend (repeatable). Default: every "
+                                      "RedisBackend."}),
+            (("--json",), {"action": "store_true", "help": "Print JSON for scripts."}),
+        ]  # fmt: skip
+        if self.requires_system_checks:
+            self.common_arguments.append(
+                (("--skip-checks",), {"action": "store_true", "help": "Skip system checks."})
+            )
+        for names, kwargs in own:
+            parser.add_argument(*names, **kwargs)
+        common = [*own, *self.common_arguments]
         sub = parser.add_subparsers(dest="action", required=True, metavar="ACTION")
-        sub.add_parser("status", help="Counts by state per queue, and the live workers.")
-        lister = sub.add_parser("list", help="List tasks in a state.")
+
+        def action(name: str, what: str) -> CommandParser:
+            """An action's parser; it takes the command's options too (given after the
+            action, they override those given before it)."""
+            action_parser: CommandParser = sub.add_parser(name, help=what)
+            for names, kwargs in common:
+                hidden = {**kwargs, "default": argparse.SUPPRESS}
+                if names[0] not in ("--backend", "--json"):
+                    hidden["help"] = argparse.SUPPRESS  # listed by `redis_tasks --help`
+                action_parser.add_argument(*names, **hidden)
+            return action_parser
+
+        action("status", "Counts by state per queue, and the live workers.")
+        lister = action("list", "List tasks in a state.")
         lister.add_argument("state", choices=STATES)
         lister.add_argument("--queue")
         lister.add_argument("--task", metavar="PATH", help="Only tasks of this dotted path.")
         lister.add_argument("--page", type=int, default=1)
         lister.add_argument("--per-page", type=int, default=50)
-        show = sub.add_parser("show", help="Show one task whole.")
+        show = action("show", "Show one task whole.")
         show.add_argument("id")
         for name, what in (
             ("retry", "Run failed or dead-lettered tasks again."),
             ("cancel", "Cancel waiting (ready or deferred) tasks."),
         ):
-            action = sub.add_parser(name, help=what)
-            action.add_argument("ids", nargs="+", metavar="ID")
-            action.add_argument("--yes", action="store_true", help="Do not ask.")
-        purge = sub.add_parser("purge", help="Delete finished results older than an age.")
+            each = action(name, what)
+            each.add_argument("ids", nargs="+", metavar="ID")
+            each.add_argument("--yes", action="store_true", help="Do not ask.")
+        purge = action("purge", "Delete finished results older than an age.")
         purge.add_argument(
             "--older-than", type=age, required=True, metavar="AGE", help="e.g. 3600, 30m, 12h, 7d"
         )
         purge.add_argument("--yes", action="store_true", help="Do not ask.")
-        drain = sub.add_parser("drain", help="Cancel every waiting task of a queue.")
+        drain = action("drain", "Cancel every waiting task of a queue.")
         drain.add_argument("queue")
         drain.add_argument("--yes", action="store_true", help="Do not ask.")  # fmt: skip
 
@@ -84,7 +115,14 @@ class Command(BaseCommand):
         if not backends:
             raise CommandError("settings.TASKS has no RedisBackend.")
         self.as_json = options["json"]
-        getattr(self, f"do_{options['action']}")(backends, options)
+        try:
+            getattr(self, f"do_{options['action']}")(backends, options)
+        except redis.RedisError as exc:
+            locations = sorted({redacted(b.config.location) for b in backends})
+            raise CommandError(
+                f"Redis failed: {str(exc).rstrip('.')}. Nothing more was done; check that Redis "
+                f"is running and LOCATION is right ({', '.join(locations)})."
+            ) from exc
 
     # --- output -------------------------------------------------------------------------------
 
@@ -201,18 +239,16 @@ class Command(BaseCommand):
         queue = options["queue"]
         self.confirm(f"Cancel every waiting task of queue {queue!r}?", options)
         drained = {}
-        tty = sys.stderr.isatty()
+        bar = ProgressLine(sys.stderr) if sys.stderr.isatty() else None  # a terminal only
         for backend in backends:
             inspector = Inspector(backend)
             total = sum(inspector.overview()["queues"].get(queue, {}).values())
-            started, done, shown = time.monotonic(), 0, -1.0
+            started, done = time.monotonic(), 0
             for done in inspector.drain(queue):
-                elapsed = time.monotonic() - started
-                if tty or elapsed - shown >= 1.0:  # a terminal: one line redrawn; a file: 1/s
-                    line = f"{backend.alias}: {render(done, max(total - done, 0), elapsed)}"
-                    self.stderr.write(("\r" + line) if tty else line, ending="" if tty else "\n")
-                    shown = elapsed
-            if tty:
-                self.stderr.write("")
+                if bar is not None:
+                    elapsed = time.monotonic() - started
+                    bar.draw(f"{backend.alias}: {render(done, max(total - done, 0), elapsed)}")
+            if bar is not None:
+                bar.clear()
             drained[backend.alias] = done
         self.emit(drained, "\n".join(f"{a}: {n} task(s) cancelled" for a, n in drained.items()))

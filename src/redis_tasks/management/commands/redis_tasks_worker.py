@@ -15,10 +15,10 @@ from typing import Any
 from django.core.exceptions import ImproperlyConfigured
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from redis_tasks.progress import show_progress
+from redis_tasks.progress import ProgressLine, keep_logs_apart, show_progress
 from redis_tasks.runner import redis_backends
 from redis_tasks.supervisor import EXIT_NOW, SUPERVISED, Supervisor
-from redis_tasks.worker import DEFAULT_GRACE, Worker
+from redis_tasks.worker import DEFAULT_BURST_GIVE_UP, DEFAULT_GRACE, Worker
 
 DUPLICATE_WINDOW = 2.0  # seconds: a second stop signal this soon is the same stop
 
@@ -27,7 +27,7 @@ def child_args(options: dict[str, Any]) -> list[str]:
     """The command line of one child of --processes: the same options, one process."""
     args = [f"--backend={b}" for b in options["backends"]]
     args += [f"--queue={q}" for q in options["queues"]]
-    for name in ("concurrency", "max_tasks", "grace"):
+    for name in ("concurrency", "max_tasks", "grace", "give_up_after"):
         if options[name] is not None:
             args.append(f"--{name.replace('_', '-')}={options[name]}")
     if options["burst"]:
@@ -52,6 +52,7 @@ def positive_int(value: str) -> int:
 
 class Command(BaseCommand):
     help = "Run a redis_tasks worker: claims and runs tasks of the RedisBackends in settings.TASKS."
+    bar: ProgressLine | None = None
 
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument(
@@ -82,6 +83,14 @@ class Command(BaseCommand):
             "--burst",
             action="store_true",
             help="Run every task that is due, then exit 0. Deferred tasks not yet due stay queued.",
+        )
+        parser.add_argument(
+            "--give-up-after",
+            type=non_negative_float,
+            default=DEFAULT_BURST_GIVE_UP,
+            metavar="SECONDS",
+            help="In --burst mode, exit with code 2 once Redis has been unreachable this long "
+            f"(default {DEFAULT_BURST_GIVE_UP:g}). A worker without --burst keeps retrying.",
         )
         parser.add_argument(
             "--max-tasks",
@@ -150,18 +159,20 @@ class Command(BaseCommand):
             burst=options["burst"],
             max_tasks=options["max_tasks"],
             grace=options["grace"],
+            give_up_after=options["give_up_after"],
         )
         progress = options["progress"]
         if progress is None:
             progress = options["burst"] and sys.stderr.isatty()
-        asyncio.run(self._run(worker, backends, progress))
+        self.bar = ProgressLine(sys.stderr) if progress else None
+        asyncio.run(self._run(worker, backends))
         if worker.abandoned_threads or worker.exit_code:
             # Threads of timed-out sync tasks cannot be joined: leave without waiting for them.
             sys.stdout.flush()
             sys.stderr.flush()
             os._exit(worker.exit_code)
 
-    async def _run(self, worker: Worker, backends: list[Any], progress: bool) -> None:
+    async def _run(self, worker: Worker, backends: list[Any]) -> None:
         loop = asyncio.get_running_loop()
         # A child of --processes: the supervisor's EXIT_NOW makes it exit at once.
         supervised = os.environ.get(SUPERVISED) == "1"
@@ -178,12 +189,12 @@ class Command(BaseCommand):
             if supervised and signum != EXIT_NOW and repeat:
                 return
             if signum == EXIT_NOW or worker.stopping:
-                self.stderr.write(
+                self.say(
                     f"Second stop signal ({signal.Signals(signum).name}): exiting now; leases "
                     "return the running tasks to their queues."
                 )
                 os._exit(1)
-            self.stderr.write(
+            self.say(
                 f"{signal.Signals(signum).name}: no new tasks are claimed; running tasks get "
                 f"{worker.grace:g}s, then go back to their queues (signal again to exit now)."
             )
@@ -191,14 +202,23 @@ class Command(BaseCommand):
 
         for signum in (signal.SIGINT, signal.SIGTERM, *([EXIT_NOW] if supervised else [])):
             loop.add_signal_handler(signum, on_signal, signum)
-        bar = asyncio.create_task(show_progress(worker, backends)) if progress else None
-        try:
+        if self.bar is None:
             await worker.run()
+            return
+        progress = asyncio.create_task(show_progress(worker, backends, self.bar))
+        try:
+            with keep_logs_apart(self.bar, ["redis_tasks", "django.tasks", "django_tasks"]):
+                await worker.run()
         finally:
-            if bar is not None:
-                bar.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await bar
+            progress.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await progress
+
+    def say(self, message: str) -> None:
+        """A line to stderr, on a line of its own even while the progress bar is shown."""
+        if self.bar is not None:
+            self.bar.clear()
+        self.stderr.write(message)
 
     def _configure_logging(self, verbosity: int) -> None:
         logger = logging.getLogger("redis_tasks")
