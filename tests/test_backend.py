@@ -139,8 +139,8 @@ async def test_aenqueue_and_aget_result_use_the_asyncio_client(settings: Any) ->
     finally:
         task_enqueued.disconnect(receiver)
     stored = await backend.aget_result(result.id)
-    assert asyncio.get_running_loop() in backend.store.connections._async
-    assert backend.store.connections._sync is None, "the sync client was used"
+    assert backend.store.connections.event_loops == 1
+    assert not backend.store.connections.sync_created, "the sync client was used"
     assert stored.args == [2, 3] and stored.status == TaskResultStatus.READY
     assert stored.enqueued_at == result.enqueued_at
     assert [r.id for r in received] == [result.id]
@@ -390,8 +390,7 @@ def test_short_lived_event_loops_leave_no_clients_behind(settings: Any) -> None:
     backend = RedisBackend("default", settings.TASKS["default"])
     for i in range(20):  # asyncio.run, as async_to_sync does, makes a new loop each time
         asyncio.run(backend.aenqueue(tasks.add, [i, i], {}))
-    assert len(backend.store.connections._async) == 1  # the last loop's, the rest dropped
-    assert len(backend.store._scripts) == 1  # one script object for the asyncio client kind
+    assert backend.store.connections.event_loops == 1  # the last loop's, the rest dropped
 
 
 def test_asyncio_connections_pack_commands_as_redis_py_does() -> None:

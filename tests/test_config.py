@@ -116,7 +116,7 @@ def test_bad_QUEUES_is_E005(queues: Any) -> None:
 def test_checks_never_touch_the_network() -> None:
     b = backend(LOCATION="redis://unresolvable.invalid:1/0")
     assert list(b.check()) == []
-    assert b.store.connections._sync is None
+    assert not b.store.connections.sync_created
 
 
 def test_using_a_misconfigured_backend_raises_with_the_check_text() -> None:

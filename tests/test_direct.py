@@ -1,5 +1,6 @@
-"""The direct lanes (direct.py): the enqueue script, get_result's read and the worker's pipelines
-sent down connections they keep themselves, with what redis-py's pool guarantees kept."""
+"""The direct lanes (shims/redis_py.py): the scripts, get_result's read and the worker's
+pipelines sent down connections they keep themselves, with what redis-py's pool guarantees
+kept; and the option that turns them off."""
 
 from __future__ import annotations
 
@@ -11,11 +12,10 @@ import redis
 import redis.asyncio
 import redis.asyncio.sentinel
 import redis.sentinel
-from redis.utils import HIREDIS_AVAILABLE
 
 from redis_tasks.backend import RedisBackend
 from redis_tasks.compat import TaskResultStatus, task_backends
-from redis_tasks.direct import AsyncDirectLane, CommandHead, DirectLane
+from redis_tasks.shims.redis_py import AsyncDirectLane, DirectLane
 from tests import tasks
 from tests.helpers import burst
 from tests.redis_server import RedisServer, free_port
@@ -32,8 +32,8 @@ def test_enqueue_and_get_result_go_down_the_lane_and_ride_out_a_redis_restart() 
     try:
         backend = RedisBackend("default", {"BACKEND": "x", "LOCATION": server.url + "/3"})
         first = backend.enqueue(tasks.add, [1, 2], {})
-        lane = backend.store.connections.direct
-        assert lane is not None and len(lane._idle) == 1  # the enqueue's connection, kept
+        lane = backend.store.connections.sender.lane
+        assert lane is not None and lane.idle == 1  # the enqueue's connection, kept
         server.kill()
         server.start()  # the kept connection is now closed by the other end
         second = backend.enqueue(tasks.add, [3, 4], {})
@@ -52,30 +52,31 @@ def test_enqueue_loads_the_script_again_after_a_script_flush(clean_redis: redis.
     assert backend.get_result(result.id).return_value == 11
 
 
-def test_a_command_head_packs_as_the_whole_command_would_be_packed() -> None:
-    head = ("EVALSHA", "ab" * 20, 2, "k:1", "k:2", "prefix", "", b"\x00raw")
-    rest = (7, "é-text", b"", "")
-    whole = b"".join(redis.Connection().pack_command(*head, *rest))
-    if HIREDIS_AVAILABLE:
-        assert CommandHead(*head).packed(rest) == whole
-    else:  # the lane packs the whole command with redis-py's packer instead
-        with pytest.raises(TypeError, match="hiredis"):
-            CommandHead(*head).packed(rest)
-
-
 @pytest.mark.parametrize("hiredis_packs", [True, False], ids=["hiredis", "redis-py's packer"])
-def test_a_command_sent_with_a_head_gets_its_reply(
+def test_a_command_gets_its_reply_whoever_packs_it(
     redis_server: RedisServer, hiredis_packs: bool
 ) -> None:
     lane = lane_on(redis_server)
-    lane._hiredis = lane._hiredis and hiredis_packs
-    head = CommandHead("HSET", "test-direct:head", "a", "1")
-    assert lane("b", 2, head=head) == 2
-    assert lane("c", memoryview(b"3"), head=head) == 1  # hiredis refuses a memoryview
-    assert lane.hgetall("test-direct:head") == {b"a": b"1", b"b": b"2", b"c": b"3"}
+    lane.hiredis = lane.hiredis and hiredis_packs
+    assert lane("HSET", "test-direct:hash", "a", "1", "b", 2) == 2
+    assert lane("HSET", "test-direct:hash", "c", memoryview(b"3")) == 1  # hiredis refuses it
+    assert lane("HMGET", "test-direct:hash", "a", "b", "c") == [b"1", b"2", b"3"]
     with pytest.raises(redis.DataError):  # what no packer sends is refused, nothing sent
-        lane(object(), head=CommandHead("ECHO"))
+        lane("ECHO", object())
     assert lane("ECHO", "still clean") == b"still clean"
+
+
+def test_direct_lanes_can_be_turned_off(redis_server: RedisServer) -> None:
+    backend = RedisBackend("default", {"BACKEND": "x", "LOCATION": redis_server.url + "/3",
+                                       "direct_lanes": False})  # fmt: skip
+    result = backend.enqueue(tasks.add, [1, 2], {})
+    assert backend.store.connections.sender.lane is None
+    assert backend.get_result(result.id).status == TaskResultStatus.READY
+
+    async def lane_of_the_loop() -> object:
+        return backend.store.connections.asender.lane
+
+    assert asyncio.run(lane_of_the_loop()) is None
 
 
 def test_a_reply_cut_off_by_a_timeout_is_never_read_as_the_next_reply(

@@ -24,9 +24,11 @@ from typing import Any
 
 import pytest
 import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 from redis_tasks.backend import RedisBackend
-from redis_tasks.compat import TaskResultStatus
+from redis_tasks.compat import TaskResultStatus, task_backends, task_enqueued
 from redis_tasks.exceptions import BackendUnavailable
 from redis_tasks.keys import Keys
 from tests import tasks
@@ -306,23 +308,34 @@ class LocalProxy:
 
 
 class CuttingProxy(LocalProxy):
-    """Forwards a client to Redis, then cuts the link at the first script call: before Redis
-    sees it, or after Redis ran it but before the reply reaches the client."""
+    """Forwards a client to Redis, then cuts the link at a script call: before Redis sees it,
+    or after Redis ran it but before the reply reaches the client. Every script call is cut,
+    or only the first ``cuts`` of them."""
 
-    def __init__(self, target_port: int, deliver: bool) -> None:
+    def __init__(self, target_port: int, deliver: bool, cuts: int | None = None) -> None:
         self.deliver = deliver
+        self.cuts_left = cuts
+        self.lock = threading.Lock()
         super().__init__(target_port)
+
+    def _cut_this_one(self) -> bool:
+        with self.lock:
+            if self.cuts_left is None:
+                return True
+            self.cuts_left -= 1
+            return self.cuts_left >= 0
 
     def handle(self, client: socket.socket) -> None:
         upstream = socket.create_connection(("127.0.0.1", self.target_port))
         with client, upstream:
             while data := client.recv(65536):
                 script_call = b"EVALSHA" in data.upper() or b"\r\nEVAL\r\n" in data.upper()
-                if script_call and not self.deliver:
+                cut = script_call and self._cut_this_one()
+                if cut and not self.deliver:
                     return  # cut before Redis sees the call
                 upstream.sendall(data)
                 reply = upstream.recv(65536)
-                if script_call and not reply.startswith(b"-NOSCRIPT"):
+                if cut and not reply.startswith(b"-NOSCRIPT"):
                     return  # Redis ran it; the reply is lost
                 client.sendall(reply)
 
@@ -353,6 +366,52 @@ def test_a_cut_in_the_middle_of_an_enqueue_leaves_nothing_half_written(
         assert task_keys[0].decode().endswith(ready[0].decode())
     else:
         assert task_keys == [] and ready == []
+
+
+@pytest.mark.parametrize("lanes", [True, False], ids=["direct lane", "redis-py's path"])
+def test_an_enqueue_sent_again_after_a_lost_reply_is_queued_once(
+    redis_server: RedisServer, clean_redis: redis.Redis, lanes: bool
+) -> None:
+    """With a retry policy, redis-py sends a command again when its reply is lost. The enqueue
+    script then meets the task it queued the first time: that is the answer, not a conflict."""
+    proxy = CuttingProxy(redis_server.port, deliver=True, cuts=1)
+    received: list[Any] = []
+
+    def receiver(sender: Any, task_result: Any, **kwargs: Any) -> None:
+        received.append(task_result)
+
+    task_enqueued.connect(receiver)
+    try:
+        backend = RedisBackend("default", {
+            "BACKEND": "x", "LOCATION": f"redis://127.0.0.1:{proxy.port}/12",
+            "queue_name": "task_queue", "direct_lanes": lanes,
+            "connection_options": {"retry": Retry(NoBackoff(), 2),
+                                   "retry_on_error": [redis.ConnectionError]},
+        })  # fmt: skip
+        result = backend.enqueue(tasks.add, [1, 2], {})
+        assert proxy.cuts_left is not None and proxy.cuts_left <= 0, "no reply was cut"
+        stored = backend.get_result(result.id)
+    finally:
+        task_enqueued.disconnect(receiver)
+        proxy.close()
+    assert stored.status == TaskResultStatus.READY and stored.args == [1, 2]
+    assert result.enqueued_at == stored.enqueued_at  # read back: the first send's time
+    assert [r.id for r in received] == [result.id]  # announced once, as queued by this call
+    k = Keys("task_queue")
+    assert clean_redis.keys(k.task("*")) == [k.task(result.id).encode()]
+    assert clean_redis.zrange(k.ready("default"), 0, -1) == [result.id.encode()]
+
+
+def test_an_id_taken_by_another_task_is_refused(clean_redis: redis.Redis) -> None:
+    from redis_tasks.calls import EnqueueRequest
+
+    store = task_backends["default"].store
+    first = EnqueueRequest("a" * 32, "default", 0, "tests.tasks.add", "[1,2]", "{}", None)
+    store.enqueue([first])
+    assert store.enqueue([first]).existing == ["a" * 32]  # the same call again: itself
+    with pytest.raises(BackendUnavailable, match="taken by another task"):
+        store.enqueue([first._replace(args_json="[3,4]")])
+    assert clean_redis.zcard(Keys("task_queue").ready("default")) == 1
 
 
 class DroppingProxy(LocalProxy):

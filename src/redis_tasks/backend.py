@@ -222,17 +222,17 @@ class RedisBackend(BaseTaskBackend):  # type: ignore[misc,unused-ignore]
             return results
         pairs = self._stamp(results, enqueued)
         found = {i: self.get_result(i) for _, i in pairs if i is not None}
-        new = [result for result, existing in pairs if existing is None]
-        signalling.send_each(task_enqueued, type(self), "task_result", new)
-        return [found[i] if i is not None else r for r, i in pairs]
+        returned = [found[i] if i is not None else r for r, i in pairs]
+        signalling.send_each(task_enqueued, type(self), "task_result", _new(pairs, returned))
+        return returned
 
     async def _asend(self, results: list[Any], requests: list[Any]) -> list[Any]:
         pairs = self._stamp(results, await self.store.aenqueue(requests))
         found = {i: await self.aget_result(i) for _, i in pairs if i is not None}
-        for result, existing in pairs:
-            if existing is None:
-                await signalling.asend(task_enqueued, type(self), task_result=result)
-        return [found[i] if i is not None else r for r, i in pairs]
+        returned = [found[i] if i is not None else r for r, i in pairs]
+        for result in _new(pairs, returned):
+            await signalling.asend(task_enqueued, type(self), task_result=result)
+        return returned
 
     def enqueue(self, task: Any, args: Any, kwargs: Any) -> Any:
         return self.enqueue_many(task, [(args, kwargs)])[0]
@@ -283,3 +283,11 @@ class RedisBackend(BaseTaskBackend):  # type: ignore[misc,unused-ignore]
     async def aget_result(self, result_id: str) -> Any:
         self._ensure_configured()
         return self._result(result_id, await self.store.aread(result_id))
+
+
+def _new(pairs: list[tuple[Any, str | None]], returned: list[Any]) -> list[Any]:
+    """The results of the tasks this call queued: not those an identical unique task stands
+    for; those an earlier send of this very call queued are read back (their send was retried
+    after a lost reply, see lib/enqueue_batch.lua)."""
+    return [back for (sent, existing), back in zip(pairs, returned, strict=True)
+            if existing is None or existing == sent.id]  # fmt: skip

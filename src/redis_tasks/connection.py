@@ -21,17 +21,17 @@ import asyncio
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, TypeAlias, cast
+from typing import Any, cast
 from urllib.parse import unquote, urlsplit, urlunsplit
 
 import redis
 import redis.asyncio
 import redis.asyncio.sentinel
 import redis.sentinel
-from redis.connection import HiredisRespSerializer
-from redis.utils import HIREDIS_AVAILABLE
 
-from .direct import DirectLane
+from .batching import ScriptBatcher
+from .sender import AsyncClient, AsyncSender, SyncClient, SyncSender
+from .shims.redis_py import AsyncDirectLane, DirectLane, pack_with_hiredis
 
 # Fail fast when Redis is unreachable: an enqueue must raise within a couple of seconds.
 DEFAULT_CONNECTION_OPTIONS: dict[str, Any] = {
@@ -39,35 +39,6 @@ DEFAULT_CONNECTION_OPTIONS: dict[str, Any] = {
     "socket_timeout": 5.0,
     "health_check_interval": 30,
 }
-
-SyncClient: TypeAlias = "redis.Redis | redis.RedisCluster"
-AsyncClient: TypeAlias = "redis.asyncio.Redis | redis.asyncio.RedisCluster"
-
-
-def _hiredis_packed(base: type) -> type:
-    """``base`` with commands packed by hiredis, as redis-py's sync connections already do."""
-    serializer = HiredisRespSerializer()
-
-    def pack_command(self: Any, *args: Any) -> list[bytes]:
-        return serializer.pack(*args)  # type: ignore[no-any-return]
-
-    return type(f"HiredisPacked{base.__name__}", (base,), {"pack_command": pack_command})
-
-
-_packed_classes: dict[type, type] = {}
-
-
-def pack_with_hiredis(client: AsyncClient) -> AsyncClient:
-    """redis-py's asyncio connections pack every command in pure Python, which costs a worker
-    more than a no-op task's own Python; with hiredis installed, its packer is used instead
-    (the same one redis-py's sync connections use). Cluster clients keep their own pools."""
-    pool = getattr(client, "connection_pool", None)
-    if HIREDIS_AVAILABLE and pool is not None:
-        base = pool.connection_class
-        if base not in _packed_classes:
-            _packed_classes[base] = _hiredis_packed(base)
-        pool.connection_class = _packed_classes[base]
-    return client
 
 
 def redacted(url: str) -> str:
@@ -108,58 +79,85 @@ def sentinel_service(url: str) -> tuple[str, dict[str, Any]]:
     return unquote(service), kwargs
 
 
-def in_cluster(client: Any) -> bool:
-    return isinstance(client, redis.RedisCluster | redis.asyncio.RedisCluster)
-
-
-def on_node_of(client: Any, key: str) -> dict[str, Any]:
-    """Keyword arguments sending a keyless command (WAIT, CONFIG, TIME) to the node that holds
-    ``key``: on a cluster redis-py would otherwise pick a node at random."""
-    if in_cluster(client):
-        return {"target_nodes": client.get_node_from_key(key)}
-    return {}
-
-
 class Connections:
-    def __init__(self, topology: Topology | str, options: dict[str, Any]) -> None:
+    """The clients of one backend instance, and a sender of scripts for each (sender.py)."""
+
+    def __init__(
+        self, topology: Topology | str, options: dict[str, Any], direct_lanes: bool = True
+    ) -> None:
         self.topology = topology if isinstance(topology, Topology) else Topology(topology)
         self.url = self.topology.url
         self.options = {**DEFAULT_CONNECTION_OPTIONS, **options}
-        self._sync: SyncClient | None = None
-        self._direct: DirectLane | None = None
+        self.direct_lanes = direct_lanes
+        self._sync: tuple[SyncClient, SyncSender] | None = None
         self._lock = threading.Lock()
-        self._async: dict[asyncio.AbstractEventLoop, AsyncClient] = {}
+        self._async: dict[
+            asyncio.AbstractEventLoop, tuple[AsyncClient, AsyncSender, ScriptBatcher]
+        ] = {}
         self._async_sentinels: dict[asyncio.AbstractEventLoop, Any] = {}
 
     @property
     def sync(self) -> SyncClient:
+        return self.sender.client
+
+    @property
+    def sender(self) -> SyncSender:
+        """The sync client's script sender, down its direct lane where it has one."""
         if self._sync is None:
             with self._lock:
                 if self._sync is None:
                     client = self.new_sync()
-                    self._direct = DirectLane.for_client(client)
-                    self._sync = client
-        return self._sync
+                    lane = DirectLane.for_client(client) if self.direct_lanes else None
+                    self._sync = (client, SyncSender(client, lane))
+        return self._sync[1]
 
     @property
-    def direct(self) -> DirectLane | None:
-        """The sync client's lane for hot commands, or None where redis-py's own path serves
-        (Sentinel, Cluster; see direct.py)."""
-        if self._sync is None:
-            self.sync  # noqa: B018 -- creates both
-        return self._direct
+    def sync_created(self) -> bool:
+        """Whether the sync client was made yet (the checks and asyncio callers never make it)."""
+        return self._sync is not None
+
+    @property
+    def event_loops(self) -> int:
+        """Event loops with a client of their own now."""
+        return len(self._async)
+
+    def read(self, key: str) -> dict[bytes, bytes]:
+        """A hash, down the sync client's direct lane where it has one."""
+        sender = self.sender
+        if sender.lane is None:
+            return cast(dict[bytes, bytes], sender.client.hgetall(key))
+        reply = sender.lane("HGETALL", key)
+        if isinstance(reply, dict):  # RESP3
+            return reply
+        return dict(zip(reply[::2], reply[1::2], strict=True))
 
     @property
     def aio(self) -> AsyncClient:
+        return self._of_loop()[0]
+
+    @property
+    def asender(self) -> AsyncSender:
+        """The script sender of this event loop's client."""
+        return self._of_loop()[1]
+
+    @property
+    def batcher(self) -> ScriptBatcher:
+        """This event loop's group commit of script calls (batching.py)."""
+        return self._of_loop()[2]
+
+    def _of_loop(self) -> tuple[AsyncClient, AsyncSender, ScriptBatcher]:
         loop = asyncio.get_running_loop()
-        client = self._async.get(loop)
-        if client is None:
+        found = self._async.get(loop)
+        if found is None:
             # Forget the clients of loops that are gone (asyncio.run, async_to_sync calls).
             for gone in [other for other in self._async if other.is_closed()]:
                 del self._async[gone]
                 self._async_sentinels.pop(gone, None)
-            client = self._async[loop] = self._new_async(loop)
-        return client
+            client = self._new_async(loop)
+            lane = AsyncDirectLane.for_client(client) if self.direct_lanes else None
+            sender = AsyncSender(client, lane)
+            found = self._async[loop] = (client, sender, ScriptBatcher(sender))
+        return found
 
     def new_sync(self, **overrides: Any) -> SyncClient:
         """A client with its own pool, for a thread that must not wait behind others."""
@@ -186,10 +184,13 @@ class Connections:
                 **self.options,
             )  # fmt: skip
             self._async_sentinels[loop] = manager
-            return pack_with_hiredis(
-                cast(redis.asyncio.Redis, manager.master_for(service, **master))
-            )
-        return pack_with_hiredis(redis.asyncio.Redis.from_url(t.url, **self.options))
+            return cast(redis.asyncio.Redis, self._packed(manager.master_for(service, **master)))
+        return cast(
+            redis.asyncio.Redis, self._packed(redis.asyncio.Redis.from_url(t.url, **self.options))
+        )
+
+    def _packed(self, client: Any) -> Any:
+        return pack_with_hiredis(client) if self.direct_lanes else client
 
     def _sentinel_kwargs(self, options: dict[str, Any]) -> dict[str, Any]:
         """Connection arguments for the sentinels themselves: the timeouts of the master
@@ -200,9 +201,9 @@ class Connections:
 
     async def aclose(self) -> None:
         loop = asyncio.get_running_loop()
-        client = self._async.pop(loop, None)
-        if client is not None:
-            await client.aclose()
+        found = self._async.pop(loop, None)
+        if found is not None:
+            await found[0].aclose()
         manager = self._async_sentinels.pop(loop, None)
         if manager is not None:
             await manager.aclose()

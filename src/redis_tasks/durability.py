@@ -5,8 +5,8 @@ replica is lost if the master dies and a replica takes its place (Sentinel, Clus
 not yet fsynced to the AOF is lost if the master's machine loses power. With ``wait_replicas``
 and/or ``wait_aof`` the enqueue script and the waits go down one connection in one
 non-transactional pipeline, since WAIT and WAITAOF count the writes of the connection that
-sends them; on a cluster the waits go to the shard of the instance's keys, on the same
-connection as the script.
+sends them (``SyncSender.run_then`` / ``AsyncSender.run_then``); on a cluster the waits go to the
+shard of the instance's keys, on the same connection as the script.
 
 ``wait_aof`` waits for the master's own fsync only (``WAITAOF 1 0``). Waiting for the replicas'
 fsyncs too (``WAITAOF 1 N``) costs about a second per enqueue, since a replica reports its
@@ -19,9 +19,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-import redis
-
-from .connection import in_cluster, on_node_of
 from .exceptions import DurabilityNotConfirmed
 from .options import BackendOptions
 
@@ -37,56 +34,6 @@ def wait_commands(options: BackendOptions) -> list[list[Any]]:
     return commands
 
 
-def _pipeline(client: Any, script: Any, keys: list[str], args: list[Any],
-              waits: list[list[Any]]) -> Any:  # fmt: skip
-    pipe = client.pipeline(transaction=False)
-    # execute_command: redis-py refuses pipe.evalsha() on a cluster, not the command itself.
-    pipe.execute_command("EVALSHA", script.sha, len(keys), *keys, *args)
-    for wait in waits:
-        pipe.execute_command(*wait, **on_node_of(client, keys[0]))
-    return pipe
-
-
-def _script_missing(reply: Any) -> bool:
-    return isinstance(reply, redis.exceptions.NoScriptError)
-
-
-def enqueue(client: Any, bound: Any, keys: list[str], args: list[Any],
-            waits: list[list[Any]]) -> tuple[Any, list[Any]]:  # fmt: skip
-    """Run the enqueue script (``bound``: the store's script bound to ``client``), then the
-    waits (at least one: without, the store sends the script down its direct lane), on the
-    same connection; return the script's reply and the waits' (which may be exceptions).
-    Raises the script's own error."""
-    script = bound.func
-    for _ in range(2):
-        reply, *acks = _pipeline(client, script, keys, args, waits).execute(raise_on_error=False)
-        if not _script_missing(reply):
-            break
-        # A restarted server or a new master: load the script there; nothing was written.
-        client.execute_command("SCRIPT", "LOAD", script.script, **on_node_of(client, keys[0]))
-    if isinstance(reply, Exception):
-        raise reply
-    return reply, acks
-
-
-async def aenqueue(client: Any, bound: Any, keys: list[str], args: list[Any],
-                   waits: list[list[Any]]) -> tuple[Any, list[Any]]:  # fmt: skip
-    if not waits:
-        return await bound(keys=keys, args=args), []
-    if in_cluster(client):  # a new asyncio cluster client learns the slots on first use
-        await client.initialize()
-    script = bound.func
-    for _ in range(2):
-        pipe = _pipeline(client, script, keys, args, waits)
-        reply, *acks = await pipe.execute(raise_on_error=False)
-        if not _script_missing(reply):
-            break
-        await client.execute_command("SCRIPT", "LOAD", script.script, **on_node_of(client, keys[0]))
-    if isinstance(reply, Exception):
-        raise reply
-    return reply, acks
-
-
 def _shortfall(options: BackendOptions, command: list[Any], ack: Any) -> str | None:
     """What a wait's reply says is missing, or None if it confirmed what was asked."""
     if isinstance(ack, Exception):
@@ -100,9 +47,7 @@ def _shortfall(options: BackendOptions, command: list[Any], ack: Any) -> str | N
 
 def check(alias: str, options: BackendOptions, acks: list[Any], requests: Sequence[Any]) -> None:
     """Raise DurabilityNotConfirmed unless every wait confirmed what the options ask (called
-    only after the script queued the tasks)."""
-    if not acks:  # no `wait_replicas` nor `wait_aof`: nothing to confirm
-        return
+    only after the script queued the tasks; without waits, nothing to confirm)."""
     problems = [
         problem
         for command, ack in zip(wait_commands(options), acks, strict=False)

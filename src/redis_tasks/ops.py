@@ -13,7 +13,6 @@ from dataclasses import asdict, dataclass, field, fields
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, cast
 
-from . import scripts
 from .exceptions import InvalidTaskPayload
 from .serialization import EPOCH, result_from_hash
 
@@ -254,12 +253,9 @@ class Inspector:
     # --- acting -----------------------------------------------------------------------------
 
     def _operate(self, task_id: str, mode: str) -> None:
-        k, ttl = self.keys, self.backend.config.result_ttl
-        script = self.store._script(self.client, scripts.OPERATE_SOURCE)
-        reply = script(keys=[k.task(task_id), k.expiry, k.queues, k.wake, k.heads],
-                       args=[k.prefix, task_id, mode, "" if ttl is None else ttl])  # fmt: skip
-        if reply != 1:
-            raise OperationRefused(f"cannot {mode} task {task_id!r}: {reply.decode()}")
+        refused = self.store.operate(task_id, mode)
+        if refused is not None:
+            raise OperationRefused(f"cannot {mode} task {task_id!r}: {refused}")
 
     def cancel(self, task_id: str) -> None:
         """A waiting (ready or deferred) task ends FAILED with TaskCancelled and never runs."""
@@ -273,14 +269,11 @@ class Inspector:
         """Delete finished results that finished more than ``older_than`` seconds ago."""
         now_s, _ = self.client.time()
         cutoff = int((now_s - older_than) * 1000)
-        script = self.store._script(self.client, scripts.PURGE_SOURCE)
         removed = 0
         for status in ("SUCCESSFUL", "FAILED"):
             while True:
-                handled, deleted = script(
-                    keys=[self.keys.done(status)], args=[self.keys.prefix, cutoff, 500]
-                )
-                removed += int(deleted)
+                handled, deleted = self.store.purge_batch(status, cutoff, 500)
+                removed += deleted
                 if not handled:
                     break
         return removed

@@ -61,6 +61,7 @@ class BackendOptions:
     wait_replicas: int = 0  # an enqueue returns once this many replicas have it (WAIT)
     wait_aof: bool = False  # ... and once the master's AOF has it on disk (WAITAOF)
     wait_timeout: float = DEFAULT_WAIT_TIMEOUT  # seconds the enqueue waits for them
+    direct_lanes: bool = True  # hot commands below redis-py's client API (shims/redis_py.py)
 
 
 OPTION_NAMES = (
@@ -86,6 +87,7 @@ OPTION_NAMES = (
     "wait_replicas",
     "wait_aof",
     "wait_timeout",
+    "direct_lanes",
 )
 
 
@@ -162,6 +164,7 @@ VALIDATORS: dict[str, tuple[Any, str]] = {
     "wait_replicas": (lambda v: type(v) is int and v >= 0, "an integer, 0 (off) or more"),
     "wait_aof": (lambda v: isinstance(v, bool), "True or False"),
     "wait_timeout": (_positive_number, "a positive number of seconds"),
+    "direct_lanes": (lambda v: isinstance(v, bool), "True or False"),
 }
 
 

@@ -1,85 +1,31 @@
 """The Redis data model of one backend instance: enqueue, claim, finish, renew and read.
 
-Every state change is one Lua script (see ``scripts.py``); the sync and asyncio twins of an
-operation build the same arguments and call the same script.
+Every state change is one Lua script (``lua/``); its call and reply are plain functions
+(``calls.py``) that the sync and the asyncio sender (``sender.py``) run alike. Here they meet the
+backend's settings, and a failure of Redis becomes the error a caller sees.
 """
 
 from __future__ import annotations
 
 import functools
-import hashlib
 import secrets
-import weakref
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
-from typing import Any, NamedTuple, cast
+from typing import Any, cast
 
 import redis
-import redis.asyncio
 
-from . import durability, scripts
-from .batching import ScriptBatcher
-from .connection import Connections, SyncClient, Topology, on_node_of, redacted
-from .direct import CommandHead, DirectLane
+from . import calls, durability
+from .calls import Claim, ClaimBatch, Enqueued, EnqueueRefused, EnqueueRequest
+from .connection import Connections, Topology, redacted
 from .exceptions import BackendUnavailable, QueueFull
 from .keys import Keys
 from .options import BackendOptions
-from .serialization import dumps as serialization_dumps
+from .sender import SyncClient, SyncSender, on_node_of
+from .serialization import dumps
 
 FINISHED = ("SUCCESSFUL", "FAILED")
-CLAIM_FIELDS = tuple(name.encode() for name in scripts.CLAIM_FIELDS)
-# How often, at most, claims sweep for passed dispatch deadlines and lost leases, and check the
-# queue index against the set of queues (milliseconds, across all workers of an instance).
-SWEEP_MS = 100
-RECONCILE_MS = 2000
 
-
-class EnqueueRequest(NamedTuple):
-    """One task call, already validated and serialised (a tuple: a bulk enqueue makes one per
-    call, and a frozen dataclass's ``__init__`` costs several times as much)."""
-
-    task_id: str
-    queue: str
-    priority: int
-    path: str
-    args_json: str
-    kwargs_json: str
-    run_after_us: int | None  # exact, as the caller gave it; due at its millisecond
-    unique_key: str | None = None
-    max_attempts: int | None = None  # the task's own; None: the backend's
-
-
-class Enqueued(NamedTuple):  # one per enqueue call: a tuple costs less than a dataclass
-    now_ms: int
-    existing: list[str | None]  # per request: the id of an identical unique task already queued
-
-
-@dataclass(frozen=True)
-class Claim:
-    """A task this worker now owns: the lease token and the stored hash."""
-
-    task_id: str
-    token: str
-    fields: dict[bytes, bytes]
-
-
-@dataclass(frozen=True)
-class ClaimBatch:
-    now_ms: int
-    next_due_ms: int | None
-    claims: list[Claim]
-    quarantined: list[str]  # keys of a wrong type that the claim renamed aside
-
-
-_shas: dict[str, str] = {}
-
-
-def _sha_of(source: str) -> str:
-    """The SHA1 that EVALSHA names a script by, worked out once per source."""
-    sha = _shas.get(source)
-    if sha is None:
-        sha = _shas[source] = hashlib.sha1(source.encode()).hexdigest()
-    return sha
+__all__ = ["Claim", "ClaimBatch", "EnqueueRequest", "Enqueued", "TaskStore"]
 
 
 class TaskStore:
@@ -89,39 +35,16 @@ class TaskStore:
         self.keys = Keys(options.namespace)
         o = options
         topology = Topology(o.location, o.cluster, o.sentinels, o.sentinel_kwargs)
-        self.connections = Connections(topology, options.connection_options)
+        self.connections = Connections(topology, options.connection_options, o.direct_lanes)
         self._waits = durability.wait_commands(options)
-        self._scripts: dict[tuple[type, str], Any] = {}
-        # One per asyncio client (so per event loop); dropped with the client.
-        self._batchers: weakref.WeakKeyDictionary[Any, ScriptBatcher] = weakref.WeakKeyDictionary()
-
-    # --- plumbing -----------------------------------------------------------------------
-
-    def _script(self, client: Any, source: str) -> Any:
-        """The script bound to ``client``; one Script object per source and client kind, so
-        clients of short-lived event loops are not kept alive by the cache."""
-        key = (type(client), source)
-        script = self._scripts.get(key)
-        if script is None:
-            script = self._scripts[key] = client.register_script(source)
-        return functools.partial(script, client=client)
-
-    def _run_sync(self, source: str, keys: list[str], args: list[Any]) -> Any:
-        """Run a script on the sync client, down its direct lane where it has one."""
-        lane = self.connections.direct
-        if lane is None:
-            return self._script(self.connections.sync, source)(keys=keys, args=args)
-        return self._down(lane, source, "EVALSHA", _sha_of(source), len(keys), *keys, *args)
-
-    @staticmethod
-    def _down(lane: DirectLane, source: str, *command: Any, head: CommandHead | None = None) -> Any:
-        """A script's call (``head`` first, if given) down the sync lane, the script loaded
-        again if the server lost it."""
-        try:
-            return lane(*command, head=head)
-        except redis.exceptions.NoScriptError:  # a restarted or flushed server: nothing ran
-            lane("SCRIPT", "LOAD", source)
-            return lane(*command, head=head)
+        self.settings = calls.Settings(
+            alias=alias,
+            maxsize=o.maxsize,
+            ttl_ms=None if o.ttl is None else int(o.ttl * 1000),
+            result_ttl=o.result_ttl,
+            lease_ms=int(o.lease_timeout * 1000),
+            max_attempts=o.max_attempts,
+        )
 
     def unavailable(self, exc: redis.RedisError) -> BackendUnavailable:
         if isinstance(exc, redis.ConnectionError | redis.TimeoutError) and "connecting" not in str(
@@ -138,98 +61,46 @@ class TaskStore:
 
     # --- enqueue ------------------------------------------------------------------------
 
-    @functools.cached_property
-    def _enqueue_fixed_keys(self) -> tuple[str, ...]:
-        k = self.keys
-        return (k.queues, k.sequence, k.expiry, k.wake, k.heads, k.due)
-
-    @functools.cached_property
-    def _batch_settings(self) -> tuple[Any, ...]:
-        o = self.options
-        return ("" if o.maxsize is None else o.maxsize, "" if o.ttl is None else int(o.ttl * 1000),
-                self.alias)  # fmt: skip
-
-    @functools.cached_property
-    def _enqueue_head(self) -> CommandHead:
-        """The enqueue script's call up to its tasks: the same for every call."""
-        keys = self._enqueue_fixed_keys
-        return CommandHead("EVALSHA", _sha_of(scripts.ENQUEUE_SOURCE), len(keys), *keys,
-                           self.keys.prefix, *self._batch_settings)  # fmt: skip
-
-    def _batch_argv(self, requests: Sequence[EnqueueRequest]) -> list[Any]:
-        return [*self._batch_settings, *self._batch_tasks(requests)]
-
-    @staticmethod
-    def _batch_tasks(requests: Sequence[EnqueueRequest]) -> list[Any]:
-        argv: list[Any] = [len(requests)]
-        for r in requests:
-            argv += [
-                r.task_id, r.queue, r.priority, "" if r.run_after_us is None else r.run_after_us,
-                r.path, r.args_json, r.kwargs_json,
-                r.unique_key or "", "" if r.max_attempts is None else r.max_attempts,
-            ]  # fmt: skip
-        return argv
-
-    def _enqueued(self, reply: list[Any], requests: Sequence[EnqueueRequest]) -> Enqueued:
-        if reply[0] == 1:
-            existing = [x.decode() or None for x in reply[2:]]
-            return Enqueued(int(reply[1]), existing)
-        if reply[0] == 0:
-            raise QueueFull(
-                f"Task backend {self.alias!r} is full: {reply[1]} tasks wait and its maxsize is "
-                f"{self.options.maxsize}; {len(requests)} more would pass it. Nothing was queued; "
-                "run more workers or raise 'maxsize'."
+    def _enqueued(
+        self, reply: Any, acks: list[Any], requests: Sequence[EnqueueRequest]
+    ) -> Enqueued:
+        outcome = calls.enqueued(reply)
+        if isinstance(outcome, EnqueueRefused):
+            if outcome.waiting is not None:
+                raise QueueFull(
+                    f"Task backend {self.alias!r} is full: {outcome.waiting} tasks wait and its "
+                    f"maxsize is {self.options.maxsize}; {len(requests)} more would pass it. "
+                    "Nothing was queued; run more workers or raise 'maxsize'."
+                )
+            raise BackendUnavailable(
+                f"Task id {outcome.taken_id!r} is taken by another task in backend "
+                f"{self.alias!r}; nothing was queued. Give each call its own id."
             )
-        raise BackendUnavailable(f"task id {reply[1]!r} already exists; nothing was queued")
+        durability.check(self.alias, self.options, acks, requests)
+        return outcome
 
     def enqueue(self, requests: Sequence[EnqueueRequest]) -> Enqueued:
         """Queue tasks, all or none, in one script call."""
-        lane = self.connections.direct
-        acks: list[Any] = []
+        call = calls.enqueue(self.keys, self.settings, requests)
         try:
-            if lane is not None and not self._waits:  # the constant head packed once
-                tasks = self._batch_tasks(requests)
-                reply = self._down(lane, scripts.ENQUEUE_SOURCE, *tasks, head=self._enqueue_head)
-            else:
-                keys = list(self._enqueue_fixed_keys)
-                args = [self.keys.prefix, *self._batch_argv(requests)]
-                client = self.connections.sync
-                script = self._script(client, scripts.ENQUEUE_SOURCE)
-                if self._waits:
-                    reply, acks = durability.enqueue(client, script, keys, args, self._waits)
-                else:
-                    reply = script(keys=keys, args=args)
+            reply, acks = self.connections.sender.run_then(call, self._waits)
         except redis.RedisError as exc:
             raise self.unavailable(exc) from exc
-        enqueued = self._enqueued(reply, requests)
-        durability.check(self.alias, self.options, acks, requests)
-        return enqueued
+        return self._enqueued(reply, acks, requests)
 
     async def aenqueue(self, requests: Sequence[EnqueueRequest]) -> Enqueued:
-        client = self.connections.aio
-        script = self._script(client, scripts.ENQUEUE_SOURCE)
-        keys = list(self._enqueue_fixed_keys)
-        args = [self.keys.prefix, *self._batch_argv(requests)]
+        call = calls.enqueue(self.keys, self.settings, requests)
         try:
-            reply, acks = await durability.aenqueue(client, script, keys, args, self._waits)
+            reply, acks = await self.connections.asender.run_then(call, self._waits)
         except redis.RedisError as exc:
             raise self.unavailable(exc) from exc
-        enqueued = self._enqueued(reply, requests)
-        durability.check(self.alias, self.options, acks, requests)
-        return enqueued
+        return self._enqueued(reply, acks, requests)
 
     def tick(self, schedule: str, tick_ms: int, enqueue: bool, request: EnqueueRequest) -> str:
-        """Enqueue one periodic tick, once however many workers call this for it.
-
-        Returns 'enqueued', 'unique' (an identical unique task is queued), 'done' (this or a
-        later tick was already handled), 'skipped' or 'full'."""
-        keys = [*self._enqueue_fixed_keys, self.keys.schedule(schedule)]
-        argv = [self.keys.prefix, tick_ms, "enqueue" if enqueue else "skip"]
-        script = self._script(self.connections.sync, scripts.TICK_SOURCE)
-        reply = script(keys=keys, args=[*argv, *self._batch_argv([request])])
-        if int(reply[0]) == 1 and reply[2]:
-            return "unique"  # an identical unique task already queued stands for this tick
-        return {1: "enqueued", 0: "full", 2: "done", 3: "skipped"}.get(int(reply[0]), "taken")
+        """Enqueue one periodic tick, once however many workers call this for it (see
+        ``calls.ticked`` for the answer)."""
+        call = calls.tick(self.keys, self.settings, schedule, tick_ms, enqueue, request)
+        return calls.ticked(self.connections.sender.run(call))
 
     def schedule_state(self, names: Sequence[str], field: str = "last") -> dict[str, int | None]:
         """Per schedule: the last tick (ms) handled (enqueued or skipped), or with
@@ -244,10 +115,7 @@ class TaskStore:
 
     def read(self, task_id: str) -> dict[bytes, bytes]:
         try:
-            lane = self.connections.direct
-            if lane is not None:
-                return lane.hgetall(self.keys.task(task_id))
-            return self.connections.sync.hgetall(self.keys.task(task_id))  # type: ignore[return-value]
+            return self.connections.read(self.keys.task(task_id))
         except redis.RedisError as exc:
             raise self.unavailable(exc) from exc
 
@@ -282,46 +150,18 @@ class TaskStore:
     ) -> ClaimBatch:
         """Claim up to ``count`` tasks. The sweeps (deadlines, lost leases) and the index check
         run at most every SWEEP_MS / RECONCILE_MS across workers; ``thorough`` runs both now
-        (a burst worker's last look before it exits)."""
-        k, o = self.keys, self.options
-        batcher = self._batcher()  # with the finishes on their way: one trip for both
-        reply = await batcher.run(
-            self._script(self.connections.aio, scripts.CLAIM_SOURCE).func,
-            [k.running, k.expiry, k.queues, k.dead, k.wake, k.workers, k.heads, k.due,
-             k.swept, k.reconciled],
-            [
-                k.prefix,
-                worker_id,
-                int(o.lease_timeout * 1000),
-                count,
-                o.max_attempts,
-                "" if o.result_ttl is None else o.result_ttl,
-                f"{worker_id}:{secrets.token_hex(4)}",
-                SWEEP_MS,
-                RECONCILE_MS,
-                "1" if thorough else "0",
-                *queues,
-            ],
-        )  # fmt: skip
-        claims = []
-        width = len(CLAIM_FIELDS)
-        for entry in reply[3:]:
-            values = zip(CLAIM_FIELDS, entry[:width], strict=True)
-            fields = {name: value for name, value in values if value is not None}
-            claims.append(Claim(entry[width].decode(), entry[width + 1].decode(), fields))
-        next_due = int(reply[1])
-        quarantined = [k.decode(errors="replace") for k in reply[2]]
-        return ClaimBatch(int(reply[0]), None if next_due < 0 else next_due, claims, quarantined)
+        (a burst worker's last look before it exits). Sent with the finishes on their way, in
+        one trip (batching.py)."""
+        token_base = f"{worker_id}:{secrets.token_hex(4)}"
+        call = calls.claim(self.keys, self.settings, worker_id, token_base, count, queues, thorough)
+        return calls.claimed(await self.connections.batcher.run(call))
 
-    def _finish_head(self) -> list[Any]:
-        ttl = self.options.result_ttl
-        return [self.keys.prefix, "" if ttl is None else ttl]
+    @functools.cached_property
+    def _finish_head(self) -> tuple[Any, ...]:
+        return calls.finish_head(self.keys, self.settings)
 
-    @staticmethod
-    def _finish_item(
-        claim: Claim, status: str, return_json: str | None, error_json: str | None
-    ) -> list[Any]:
-        return [claim.task_id, claim.token, status, return_json or "", error_json or ""]
+    def _finish_run(self, items: Sequence[Sequence[Any]]) -> Any:
+        return calls.finish(self.keys, self._finish_head, items)
 
     def finish(
         self,
@@ -331,9 +171,8 @@ class TaskStore:
         error_json: str | None = None,
     ) -> int:
         """Store the outcome; return finished_at in ms, or 0 if the lease was lost (rejected)."""
-        item = self._finish_item(claim, status, return_json, error_json)
-        args = [*self._finish_head(), 1, *item]
-        return int(self._run_sync(scripts.FINISH_SOURCE, [self.keys.running], args)[0])
+        item = calls.finish_item(claim, status, return_json, error_json)
+        return int(self.connections.sender.run(self._finish_run([item]))[0])
 
     async def afinish(
         self,
@@ -343,52 +182,28 @@ class TaskStore:
         error_json: str | None = None,
     ) -> int:
         """``finish`` for the event loop: finishes made together share one script run."""
-        item = self._finish_item(claim, status, return_json, error_json)
-        return int(await self._batcher().call(self._finish_head(), item))
-
-    def _batcher(self) -> ScriptBatcher:
-        client = self.connections.aio
-        batcher = self._batchers.get(client)
-        if batcher is None:
-            script = self._script(client, scripts.FINISH_SOURCE).func  # the Script object
-            batcher = ScriptBatcher(client, script, [self.keys.running])
-            self._batchers[client] = batcher
-        return batcher
-
-    def _requeue_call(
-        self, claim: Claim, delay: float, error_json: str | None, handback: bool
-    ) -> tuple[list[str], list[Any]]:
-        k, ttl = self.keys, self.options.ttl
-        return (
-            [k.task(claim.task_id), k.running, k.expiry, k.wake, k.queues, k.heads, k.due],
-            [k.prefix, claim.task_id, claim.token, int(delay * 1000), error_json or "",
-             "1" if handback else "0", "" if ttl is None else int(ttl * 1000)],
-        )  # fmt: skip
+        item = calls.finish_item(claim, status, return_json, error_json)
+        return int(await self.connections.batcher.merged("finish", item, self._finish_run))
 
     def requeue(
         self, claim: Claim, delay: float = 0, error_json: str | None = None, handback: bool = False
     ) -> int:
         """Put an owned task back: a retry after ``delay`` seconds, or a graceful hand-back.
         Returns when it is due again (ms), or 0 if the lease was lost (nothing changed)."""
-        key_list, argv = self._requeue_call(claim, delay, error_json, handback)
-        return int(
-            self._script(self.connections.sync, scripts.REQUEUE_SOURCE)(keys=key_list, args=argv)
-        )
+        call = calls.requeue(self.keys, self.settings, claim, delay, error_json, handback)
+        return int(self.connections.sender.run(call))
 
     async def arequeue(
         self, claim: Claim, delay: float = 0, error_json: str | None = None, handback: bool = False
     ) -> int:
-        key_list, argv = self._requeue_call(claim, delay, error_json, handback)
-        script = self._script(self.connections.aio, scripts.REQUEUE_SOURCE)
-        return int(await script(keys=key_list, args=argv))
+        call = calls.requeue(self.keys, self.settings, claim, delay, error_json, handback)
+        return int(await self.connections.asender.run(call))
 
     def renew(self, client: SyncClient, leases: dict[str, str]) -> list[str]:
-        """Extend the leases still held; return the ids whose lease was taken."""
-        argv: list[Any] = [self.keys.prefix, int(self.options.lease_timeout * 1000)]
-        for task_id, token in leases.items():
-            argv += [task_id, token]
-        lost = self._script(client, scripts.RENEW_SOURCE)(keys=[self.keys.running], args=argv)
-        return [x.decode() for x in lost]
+        """Extend the leases still held (from the heartbeat's own client); return the ids whose
+        lease was taken."""
+        call = calls.renew(self.keys, self.settings, leases)
+        return calls.renewed(SyncSender(client).run(call))
 
     def register_worker(
         self, client: SyncClient, worker_id: str, info: dict[str, Any], ttl: float
@@ -398,7 +213,7 @@ class TaskStore:
         deadline = seconds * 1000 + micros // 1000 + int(ttl * 1000)
         pipe = client.pipeline(transaction=True)
         pipe.zadd(self.keys.workers, {worker_id: deadline})
-        pipe.hset(self.keys.worker(worker_id), "info", serialization_dumps(info))
+        pipe.hset(self.keys.worker(worker_id), "info", dumps(info))
         pipe.pexpire(self.keys.worker(worker_id), int(ttl * 1000))
         pipe.execute()
 
@@ -435,3 +250,18 @@ class TaskStore:
     async def wait_for_work(self, timeout: float) -> None:
         """Block until an enqueue signals new work, or ``timeout`` seconds pass."""
         await self.connections.aio.blpop([self.keys.wake], timeout=max(timeout, 0.001))
+
+    # --- operators ----------------------------------------------------------------------
+
+    def operate(self, task_id: str, mode: str) -> str | None:
+        """Cancel or retry one task (``mode``); None when done, else why not."""
+        reply = self.connections.sender.run(calls.operate(self.keys, self.settings, task_id, mode))
+        return None if reply == 1 else reply.decode()
+
+    def purge_batch(self, status: str, cutoff_ms: int, batch: int) -> tuple[int, int]:
+        """(ids handled, results deleted) of one batch of finished results older than the
+        cutoff; 0 handled: none is left."""
+        handled, deleted = self.connections.sender.run(
+            calls.purge(self.keys, status, cutoff_ms, batch)
+        )
+        return int(handled), int(deleted)

@@ -32,7 +32,7 @@ from .threads import TaskThreads
 
 if TYPE_CHECKING:
     from .backend import RedisBackend
-    from .connection import SyncClient
+    from .sender import SyncClient
     from .store import Claim
 
 logger = logging.getLogger("redis_tasks")

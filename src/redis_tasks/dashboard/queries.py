@@ -15,8 +15,9 @@ import redis
 from django.utils.timesince import timesince
 
 from ..backend import RedisBackend
-from ..connection import SyncClient, redacted
+from ..connection import redacted
 from ..ops import Inspector, TaskSummary
+from ..sender import SyncClient
 
 # States in the order the dashboard shows them, with their labels.
 STATE_LABELS = {

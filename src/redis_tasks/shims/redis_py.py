@@ -1,19 +1,28 @@
-"""Commands sent straight down a connection the lane keeps, for the hot sync paths: the enqueue
-script and ``get_result``'s read.
+"""Where this package reaches below redis-py's public client API, and nowhere else.
 
-redis-py 8's ``Redis.execute_command`` spends about as long in Python per command as a round
-trip to a local Redis takes (observability counters recorded on every checkout and release,
-an event dispatched per release, pool locking): measured here, ~60 µs of a 115 µs ``PING``. A
-lane keeps the connections it borrowed from the client's pool in a free list of its own, so a
-command is one check, one pack, one send and one read. What redis-py guarantees is kept: a
-connection the server closed while idle is reconnected before use (the pool's own check), the
-connection's retry policy, periodic health checks, and fork safety (a child process drops its
-parent's connections). A connection that fails in any way but a complete error reply is disconnected
-and handed back to the pool, never reused half-read.
+Measured gains, each with its fallback to redis-py's own path:
 
-Only a plain ``redis.Redis`` on a plain ``ConnectionPool`` gets a lane (and its asyncio twin,
-for the worker's pipelines of claims and finishes); Sentinel and Cluster clients, and clients
-with client-side caching, keep redis-py's own path.
+- **Direct lanes** (``DirectLane``, ``AsyncDirectLane``): commands sent down connections the lane
+  keeps itself. redis-py 8's ``execute_command`` spends about as long in Python per command as a
+  round trip to a local Redis takes (observability counters on every checkout and release, an
+  event dispatched per release, pool locking): measured, ~60 µs of a 115 µs ``PING``. A lane
+  keeps the connections it borrowed from the client's pool in a free list of its own, so a
+  command is one check, one pack, one send and one read. What redis-py guarantees is kept: a
+  connection the server closed while idle is reconnected before use (the pool's own check),
+  periodic health checks, and fork safety (a child process drops its parent's connections). A
+  connection that fails in any way but a complete error reply is disconnected and handed back to
+  the pool, never reused half-read. The connection's retry policy applies, as on redis-py's own
+  path: a command whose reply was lost may be sent again, which every script allows (an enqueue,
+  a finish or a requeue sent twice recognises its own first send; see the Lua files).
+- **hiredis packing for asyncio connections** (``pack_with_hiredis``): redis-py's asyncio
+  connections pack every command in pure Python; with hiredis installed, the packer its sync
+  connections use is used instead.
+
+Both rely on redis-py's connection internals, so they are used only on the redis-py versions
+they were checked against (``CHECKED``; the contract tests in tests/test_shims.py fail loudly
+if a checked version changes shape), and only where the backend's ``direct_lanes`` option is on.
+Only a plain ``redis.Redis`` on a plain ``ConnectionPool`` (and its asyncio twin) gets a lane;
+Sentinel and Cluster clients, and clients with client-side caching, keep redis-py's own path.
 """
 
 from __future__ import annotations
@@ -30,31 +39,18 @@ from redis.utils import HIREDIS_AVAILABLE
 if HIREDIS_AVAILABLE:
     from hiredis import pack_command as hiredis_pack
 
-
-class CommandHead:
-    """The arguments a command sent over and over always starts with, packed once.
-
-    The enqueue script's call starts with the same dozen arguments every time (its name, its
-    keys, the backend's settings); hiredis writes each argument's length with ``sprintf``, and
-    packing them took about a tenth of a ``noop.enqueue()``'s client instructions. Only the
-    rest of the call is packed per call (``DirectLane.__call__(*rest, head=...)``)."""
-
-    def __init__(self, *args: Any) -> None:
-        self.args = args
-        self._body = _without_header(hiredis_pack(args)) if HIREDIS_AVAILABLE else b""
-
-    def packed(self, rest: tuple[Any, ...]) -> bytes:
-        """The whole command, packed as hiredis packs it (raises TypeError as it does, and
-        without hiredis: the caller packs it its own way then)."""
-        if not HIREDIS_AVAILABLE:
-            raise TypeError("hiredis is not installed")
-        tail = _without_header(hiredis_pack(rest))
-        return b"*%d\r\n%b%b" % (len(self.args) + len(rest), self._body, tail)
+# redis-py releases (major, minor) whose connection internals the lanes were checked against.
+CHECKED = ((8, 1),)
 
 
-def _without_header(packed: bytes) -> bytes:
-    """A packed command less its leading ``*<count>\\r\\n``."""
-    return packed[packed.index(b"\r\n") + 2 :]
+def redis_py_version() -> tuple[int, int]:
+    major, minor, *_ = (int(part) for part in redis.__version__.split(".")[:2])
+    return major, minor
+
+
+def checked() -> bool:
+    """Whether the installed redis-py is one the lanes were checked against."""
+    return redis_py_version() in CHECKED
 
 
 def _packed(conn: Any, hiredis: bool, commands: list[tuple[Any, ...]]) -> list[bytes]:
@@ -81,17 +77,26 @@ class DirectLane:
         self._pool: Any = client.connection_pool
         self._idle: deque[Any] = deque()
         self._pid = os.getpid()
-        self._hiredis = _packs_with_hiredis(self._pool)
+        self.hiredis = _packs_with_hiredis(self._pool)
 
     @staticmethod
     def for_client(client: Any) -> DirectLane | None:
         """A lane for ``client`` if it is a plain single-server client, else None."""
         pool = getattr(client, "connection_pool", None)
-        if type(client) is not redis.Redis or type(pool) is not redis.ConnectionPool:
+        if (
+            not checked()
+            or type(client) is not redis.Redis
+            or type(pool) is not redis.ConnectionPool
+        ):
             return None
         if getattr(pool, "cache", None) is not None or client.connection is not None:
             return None
         return DirectLane(client)
+
+    @property
+    def idle(self) -> int:
+        """Connections kept between commands."""
+        return len(self._idle)
 
     def _borrow(self) -> Any:
         if self._pid != os.getpid():  # forked: the parent's sockets are not ours
@@ -100,28 +105,22 @@ class DirectLane:
         try:
             conn = self._idle.pop()
         except IndexError:
-            pass
-        else:
-            # As the pool checks before lending one: anything to read on an idle connection
-            # means the server closed it (restarted, idle timeout) or a reply was left behind.
-            try:
-                stale = conn.can_read()
-            except (redis.ConnectionError, redis.TimeoutError, OSError):
-                stale = True
-            if stale:
-                conn.disconnect()  # the next send reconnects
-            return conn
-        try:
             return self._pool.get_connection()
-        except TypeError:  # redis-py before 5.3 asks for a command name
-            return self._pool.get_connection("_")
+        # As the pool checks before lending one: anything to read on an idle connection means
+        # the server closed it (restarted, idle timeout) or a reply was left behind.
+        try:
+            stale = conn.can_read()
+        except (redis.ConnectionError, redis.TimeoutError, OSError):
+            stale = True
+        if stale:
+            conn.disconnect()  # the next send reconnects
+        return conn
 
-    def __call__(self, *args: Any, head: CommandHead | None = None) -> Any:
-        """Send one command (``head``'s arguments first, if given) and return its raw reply
-        (no response callback applied)."""
+    def __call__(self, *args: Any) -> Any:
+        """Send one command and return its raw reply (no response callback applied)."""
         conn = self._borrow()
         try:
-            packed = self._pack(conn, args, head)
+            packed = _packed(conn, self.hiredis, [args])
         except BaseException:
             self._idle.append(conn)  # nothing was sent
             raise
@@ -142,22 +141,6 @@ class DirectLane:
         self._idle.append(conn)
         return reply
 
-    def _pack(self, conn: Any, args: tuple[Any, ...], head: CommandHead | None) -> list[bytes]:
-        if head is None:
-            return _packed(conn, self._hiredis, [args])
-        if self._hiredis and args:
-            try:
-                return [head.packed(args)]
-            except TypeError:  # an argument hiredis refuses: the connection's packer says why
-                pass
-        return _packed(conn, False, [head.args + args])
-
-    def hgetall(self, key: str) -> dict[bytes, bytes]:
-        reply = self("HGETALL", key)
-        if isinstance(reply, dict):  # RESP3
-            return reply
-        return dict(zip(reply[::2], reply[1::2], strict=True))
-
 
 def _socket_readable(conn: Any) -> bool:
     """Whether an idle asyncio connection's socket has bytes (or its end) the loop has not read
@@ -175,10 +158,10 @@ def _socket_readable(conn: Any) -> bool:
 
 
 class AsyncDirectLane:
-    """The asyncio twin, for the worker's batched writes (batching.py): a pipeline of commands
-    packed at once, sent in one write, its replies read in order, on a connection kept in a free
-    list of its own. Error replies come back in the list, as ``raise_on_error=False`` gives them;
-    a connection that fails or is cancelled halfway is disconnected and handed back to the pool."""
+    """The asyncio twin: a pipeline of commands packed at once, sent in one write, its replies
+    read in order, on a connection kept in a free list of its own. Error replies come back in the
+    list, as ``raise_on_error=False`` gives them; a connection that fails or is cancelled halfway
+    is disconnected and handed back to the pool."""
 
     def __init__(self, client: redis.asyncio.Redis) -> None:
         self._pool: Any = client.connection_pool
@@ -190,7 +173,8 @@ class AsyncDirectLane:
         """A lane for ``client`` if it is a plain single-server asyncio client, else None."""
         pool = getattr(client, "connection_pool", None)
         if (
-            type(client) is not redis.asyncio.Redis
+            not checked()
+            or type(client) is not redis.asyncio.Redis
             or type(pool) is not redis.asyncio.ConnectionPool
         ):
             return None
@@ -202,14 +186,9 @@ class AsyncDirectLane:
         try:
             conn = self._idle.pop()
         except IndexError:
-            try:
-                return await self._pool.get_connection()
-            except TypeError:  # redis-py before 5.3 asks for a command name
-                return await self._pool.get_connection("_")
+            return await self._pool.get_connection()
         try:  # as the pool checks before lending one (see DirectLane._borrow)
-            # can_read since redis-py 8 (can_read_destructive, its older name, now warns)
-            check = getattr(conn, "can_read", None) or conn.can_read_destructive
-            stale = await check() or _socket_readable(conn)
+            stale = await conn.can_read() or _socket_readable(conn)
         except (redis.ConnectionError, redis.TimeoutError, OSError):
             stale = True
         if stale:
@@ -238,3 +217,29 @@ class AsyncDirectLane:
             raise
         self._idle.append(conn)
         return replies
+
+
+_packed_classes: dict[type, type] = {}
+
+
+def pack_with_hiredis(client: Any) -> Any:
+    """``client`` (asyncio) with its connections packing commands by hiredis, as redis-py's sync
+    connections already do; as it is where hiredis is missing or redis-py was not checked.
+    Cluster clients keep their own pools."""
+    pool = getattr(client, "connection_pool", None)
+    if not HIREDIS_AVAILABLE or not checked() or pool is None:
+        return client
+    from redis.connection import HiredisRespSerializer
+
+    base = pool.connection_class
+    if base not in _packed_classes:
+        serializer = HiredisRespSerializer()
+
+        def pack_command(self: Any, *args: Any) -> list[bytes]:
+            return serializer.pack(*args)  # type: ignore[no-any-return]
+
+        _packed_classes[base] = type(
+            f"Hiredis{base.__name__}", (base,), {"pack_command": pack_command}
+        )
+    pool.connection_class = _packed_classes[base]
+    return client

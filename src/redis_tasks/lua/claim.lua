@@ -1,0 +1,111 @@
+-- Claim up to max_count tasks for a worker, leased to it: one step, whoever else claims.
+-- KEYS: running, expiry, queues, dead, wake, workers, heads, due, swept, reconciled
+-- ARGV: prefix, worker_id, lease_ms, max_count, max_attempts, result_ttl|'', token_base,
+--       sweep_ms, reconcile_ms, thorough ('1': both now), queue names... (none: every queue)
+-- Returns {now, next_due|-1, {quarantined key...}, {value of each CLAIM_FIELDS..., id, token}, ...}
+-- (next_due: the earliest deferred task's due time, when fewer tasks than asked were claimed)
+--
+-- What a claim costs does not grow with the number of queues: the index (`heads`, `due`) names
+-- the queues worth reading. The parts, in order: the sweeps (claim/sweep.lua) and the check of
+-- the index (claim/reconcile.lua), each at most once per period across all workers; due
+-- deferred tasks promoted to their ready sets (claim/promote.lua); the best ready tasks taken
+-- and leased (claim/take.lua).
+--- @include "lib/clock"
+--- @include "lib/json"
+--- @include "lib/repair"
+--- @include "lib/checks"
+--- @include "lib/index"
+--- @include "lib/stats"
+--- @include "lib/finish_failed"
+local now = clock_ms()
+local prefix = ARGV[1]
+local worker_id = ARGV[2]
+local lease_ms = tonumber(ARGV[3])
+local max_count = tonumber(ARGV[4])
+local max_attempts = tonumber(ARGV[5])
+local result_ttl = tonumber(ARGV[6])
+local token_base = ARGV[7]
+local HEADS, DUE = KEYS[7], KEYS[8]
+-- Numbers written many times, turned into text once.
+local now_text, deadline_text = string.format('%d', now), string.format('%d', now + lease_ms)
+local worker_json = cjson.encode(worker_id)
+local CLAIM_FIELDS = {{CLAIM_FIELDS}}
+local F = {}
+for i, name in ipairs(CLAIM_FIELDS) do F[name] = i end
+local function dead(id)
+  repaired('ZADD', KEYS[4], now, id)
+end
+local function ready_of(queue) return prefix .. '{{READY}}' .. queue end
+local function deferred_of(queue) return prefix .. '{{DEFERRED}}' .. queue end
+-- Gates open at most once per period across every worker: each key holds the time its gate
+-- opens again (and expires then by itself). Both are read in one call.
+local thorough = ARGV[10] == '1'
+local gates = redis.call('MGET', KEYS[9], KEYS[10])
+local function gate_open(at, key, period_ms)
+  if not thorough and (tonumber(gates[at]) or now) > now then return false end
+  redis.call('SET', key, now + period_ms, 'PX', period_ms)
+  return true
+end
+-- A queue with neither ready nor deferred tasks is forgotten until its next enqueue or
+-- requeue, so `queues` does not grow for ever with names no longer used.
+local function forget_if_empty(queue)
+  if repaired('ZCARD', ready_of(queue)) == 0 and repaired('ZCARD', deferred_of(queue)) == 0 then
+    repaired('SREM', KEYS[3], queue)
+    return true
+  end
+  return false
+end
+local function expire_waiting(id, key)
+  tally(prefix, 'expired')
+  finish_failed(prefix, key, now, 'redis_tasks.exceptions.TaskExpired',
+    'redis_tasks.exceptions.TaskExpired: not dispatched within the backend ttl', result_ttl)
+end
+
+-- The queues served: named ones, or (none named) every queue in the index.
+local named = {}
+for i = 11, #ARGV do named[#named + 1] = ARGV[i] end
+local function scores_of(index)  -- {queue, bound} of the named queues in the index
+  local found = {}
+  for first = 1, #named, 1000 do  -- unpack stays far below Lua's stack limit
+    local last = math.min(first + 999, #named)
+    local scores = repaired('ZMSCORE', index, unpack(named, first, last))
+    for i = 1, #scores do
+      if scores[i] then found[#found + 1] = {named[first + i - 1], tonumber(scores[i])} end
+    end
+  end
+  table.sort(found, function(a, b) return a[2] < b[2] end)
+  return found
+end
+
+--- @include "claim/sweep"
+--- @include "claim/reconcile"
+--- @include "claim/promote"
+local out = {now, -1, quarantined}
+local claimed = 0
+--- @include "claim/take"
+
+if gate_open(1, KEYS[9], tonumber(ARGV[8])) then sweep() end
+if gate_open(2, KEYS[10], tonumber(ARGV[9])) then reconcile() end
+
+local due_queues, first_due = promote()
+while claim_round() and claimed < max_count do end
+
+if claimed > 0 then tally(prefix, 'started', claimed) end
+if claimed == 0 then
+  -- Tokens left by enqueues this claim has now seen would only wake idle workers for nothing;
+  -- an enqueue after this script pushes a fresh one, so no wake-up is lost.
+  repaired('DEL', KEYS[5])
+end
+if claimed < max_count then  -- the queues ran dry: the worker waits, at most until this
+  local first = first_due
+  if #due_queues > 0 then  -- promote() moved tasks: read the earliest due time again
+    if #named > 0 then
+      first = scores_of(DUE)[1]
+      first = first and first[2]
+    else
+      first = tonumber(repaired('ZRANGE', DUE, 0, 0, 'WITHSCORES')[2])
+    end
+  end
+  if first then out[2] = math.max(first, now) end
+end
+return out

@@ -1,0 +1,91 @@
+-- Part of claim.lua (it uses the claim's locals `out` and `claimed`).
+-- 4. Claim the best tasks across the served queues: lowest score = highest priority, then FIFO.
+--    Queues are read in the order of their index bounds, and reading stops once the tasks in
+--    hand beat the next queue's bound: a claim reads about as many queues as it takes tasks.
+--    What is taken leaves its ready set in one ZREM per queue and enters the lease set in one
+--    ZADD; the index entries of the queues read are then set to their true heads.
+local function claim_round()
+  local need = max_count - claimed
+  local order, page_from, exhausted = {}, 0, false
+  if #named > 0 then order, exhausted = scores_of(HEADS), true end
+  local at = 0
+  local function next_queue()
+    at = at + 1
+    if order[at] == nil and not exhausted then
+      local page = repaired('ZRANGE', HEADS, page_from, page_from + need + 7, 'WITHSCORES')
+      page_from = page_from + need + 8
+      exhausted = #page < 2 * (need + 8)
+      for i = 1, #page, 2 do order[#order + 1] = {page[i], tonumber(page[i + 1])} end
+    end
+    return order[at]
+  end
+  local cand, heads_read, read_order = {}, {}, {}
+  while true do
+    local entry = next_queue()
+    if entry == nil or (#cand >= need and cand[need][1] <= entry[2]) then break end
+    local queue = entry[1]
+    if not heads_read[queue] then
+      -- One more than can be taken: the first left behind is the queue's new head.
+      local heads = repaired('ZRANGE', ready_of(queue), 0, need, 'WITHSCORES')
+      heads_read[queue] = heads
+      read_order[#read_order + 1] = queue
+      for i = 1, #heads, 2 do cand[#cand + 1] = {tonumber(heads[i + 1]), heads[i], queue} end
+      -- A single queue's heads come in order already; the heads of several are merged.
+      if #read_order > 1 then table.sort(cand, function(a, b) return a[1] < b[1] end) end
+      for i = #cand, need + 1, -1 do cand[i] = nil end
+    end
+  end
+  local taken, leases, started, again = {}, {}, {}, false
+  for c = 1, #cand do
+    local id, queue = cand[c][2], cand[c][3]
+    taken[queue] = taken[queue] or {}
+    table.insert(taken[queue], id)
+    local key = prefix .. '{{TASK}}' .. id
+    -- One read of what the worker needs; the reply is that read with this claim's own
+    -- changes applied, so the hash is not read a second time.
+    local f = valid_id(id) and redis.pcall('HMGET', key, unpack(CLAIM_FIELDS))
+    if not f or f.err or not f[F.status] then
+      dead(id)
+      again = true  -- an entry that was not a task took a place: look again for real ones
+    elseif f[F.expires_at] and (tonumber(f[F.expires_at]) or now + 1) <= now then
+      repaired('ZREM', KEYS[2], id)  -- past its dispatch deadline: it fails, never runs
+      expire_waiting(id, key)
+      again = true
+    else
+      claimed = claimed + 1
+      local token = token_base .. ':' .. claimed
+      local workers = json_append(f[F.workers], worker_json)
+      -- The first attempt's start is `started_at` alone (readers take it for
+      -- `last_attempted_at` too), which keeps a result's hash smaller.
+      local start = f[F.started_at] and 'last_attempted_at' or 'started_at'
+      local fields = {'status', 'RUNNING', 'owner', token, start, now_text, 'workers', workers}
+      -- Dispatched: the `ttl` deadline no longer applies (a retry or a recovery from a lost
+      -- lease must not expire on the old one); blanked in the same write.
+      if f[F.expires_at] then fields[#fields + 1], fields[#fields + 2] = 'expires_at', '' end
+      redis.call('HSET', key, unpack(fields))
+      leases[#leases + 1], leases[#leases + 2] = deadline_text, id
+      started[#started + 1] = id
+      f[F.status], f[F.workers], f[F[start]], f[F.expires_at] = 'RUNNING', workers, now_text, false
+      f[#CLAIM_FIELDS + 1], f[#CLAIM_FIELDS + 2] = id, token
+      out[#out + 1] = f
+    end
+  end
+  for _, queue in ipairs(read_order) do
+    local ready, heads, ids = ready_of(queue), heads_read[queue], taken[queue] or {}
+    if #ids > 0 then redis.call('ZREM', ready, unpack(ids)) end
+    -- The first one read and not taken; none: the read reached the end of the queue (it
+    -- read one more than could be taken).
+    local head = heads[2 * #ids + 2]
+    if head then
+      redis.call('ZADD', HEADS, head, queue)
+    else
+      redis.call('ZREM', HEADS, queue)
+      forget_if_empty(queue)
+    end
+  end
+  if #started > 0 then
+    repaired('ZADD', KEYS[1], unpack(leases))
+    repaired('ZREM', KEYS[2], unpack(started))
+  end
+  return again
+end

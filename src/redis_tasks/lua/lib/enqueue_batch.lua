@@ -1,0 +1,129 @@
+--- @include "lib/clock"
+--- @include "lib/repair"
+--- @include "lib/unique"
+--- @include "lib/index"
+--- @include "lib/stats"
+-- Queue a batch of tasks, all or none (shared by enqueue.lua and tick.lua).
+-- KEYS: queues, sequence, expiry, wake, heads, due (then anything the caller uses)
+-- ARGV from `at`: maxsize|'', ttl_ms|'', backend alias, count, then per task TASK_FIELDS values:
+--   id, queue, priority, run_after_us|'', path, args, kwargs, unique key|'',
+--   max_attempts|'' (the task's own, for recovering from lost workers)
+-- Returns {1, now, existing id|'' per task} when queued, {0, waiting} when the backend would
+-- pass maxsize, {-1, id} when an id is taken by another task. An existing id is that of a
+-- unique task already queued or running, returned instead of a new one, or the task's own id
+-- when this very call was queued before (a send repeated after a lost reply: idempotent).
+local TASK_FIELDS = 9
+local function enqueue_batch(prefix, at, now)
+  local maxsize, ttl = tonumber(ARGV[at]), tonumber(ARGV[at + 1])
+  local backend, count = ARGV[at + 2], tonumber(ARGV[at + 3])
+  local first = at + 4
+  local existing, claimed_keys, new = {}, {}, 0
+  for t = 0, count - 1 do
+    local f = first + t * TASK_FIELDS
+    local id, unique = ARGV[f], ARGV[f + 7]
+    existing[t + 1] = ''
+    if redis.call('EXISTS', prefix .. '{{TASK}}' .. id) == 1 then
+      -- The same call sent again (a retried send whose first reply was lost): the task it
+      -- queued is the answer. Any other task under this id is a conflict.
+      local f_stored = redis.pcall('HMGET', prefix .. '{{TASK}}' .. id,
+                                   'path', 'queue', 'priority', 'args', 'kwargs')
+      if f_stored.err or f_stored[1] ~= ARGV[f + 4] or f_stored[2] ~= ARGV[f + 1]
+         or f_stored[3] ~= ARGV[f + 2] or f_stored[4] ~= ARGV[f + 5]
+         or f_stored[5] ~= ARGV[f + 6] then
+        return {-1, id}
+      end
+      existing[t + 1] = id
+    end
+    if unique ~= '' and existing[t + 1] == '' then
+      local holder = claimed_keys[unique]
+      if not holder then
+        local ukey = prefix .. '{{UNIQUE}}' .. unique
+        local current = redis.call('TYPE', ukey)['ok'] == 'string' and redis.call('GET', ukey)
+        if current and is_waiting_or_running(prefix, current) then holder = current end
+      end
+      if holder then existing[t + 1] = holder else claimed_keys[unique] = id end
+    end
+    if existing[t + 1] == '' then new = new + 1 end
+  end
+  if maxsize and new > 0 then
+    local waiting = 0
+    local queues = repaired('SMEMBERS', KEYS[1])
+    for i = 1, #queues do
+      waiting = waiting + repaired('ZCARD', prefix .. '{{READY}}' .. queues[i])
+        + repaired('ZCARD', prefix .. '{{DEFERRED}}' .. queues[i])
+    end
+    if waiting + new > maxsize then return {0, waiting} end
+  end
+  -- From here on every step succeeds (a key of a wrong type is moved aside, never an error),
+  -- so the batch is queued whole.
+  -- Numbers are turned into text here, once each: a number handed to redis.call is formatted
+  -- with '%.17g' by Redis, which costs as much as a small command.
+  local now_text = string.format('%d', now)
+  local added, best_ready, best_text, first_due, due_text = {}, {}, {}, {}, {}
+  local function field(fields, name, value)
+    fields[#fields + 1], fields[#fields + 2] = name, value
+  end
+  -- One sequence number per new task, all taken in one step: seq + 1 .. seq + new.
+  local seq = 0
+  if new > 0 then
+    seq = redis.pcall('INCRBY', KEYS[2], new)
+    if type(seq) ~= 'number' then  -- not a counter: move it aside, restart FIFO numbering
+      quarantine(KEYS[2], now)
+      seq = redis.call('INCRBY', KEYS[2], new)
+    end
+    seq = seq - new
+  end
+  for t = 0, count - 1 do
+    if existing[t + 1] == '' then
+      local f = first + t * TASK_FIELDS
+      local id, queue, priority = ARGV[f], ARGV[f + 1], tonumber(ARGV[f + 2])
+      local key = prefix .. '{{TASK}}' .. id
+      seq = seq + 1
+      local score = (100 - priority) * {{PRIORITY_STEP}} + seq
+      local score_text = string.format('%d', score)
+      -- run_after is given in microseconds (stored as given); it is due at its millisecond.
+      local run_after_us = tonumber(ARGV[f + 3])
+      local run_after = run_after_us and math.floor(run_after_us / 1000)
+      local due = (run_after and run_after > now) and run_after or now
+      local fields = {'path', ARGV[f + 4], 'queue', queue, 'priority', ARGV[f + 2],
+                      'score', score_text, 'args', ARGV[f + 5], 'kwargs', ARGV[f + 6],
+                      'backend', backend, 'status', 'READY',
+                      'enqueued_at', now_text}
+      if ARGV[f + 8] ~= '' then field(fields, 'max_attempts', ARGV[f + 8]) end
+      if ARGV[f + 7] ~= '' then
+        field(fields, 'unique', ARGV[f + 7])
+        redis.call('SET', prefix .. '{{UNIQUE}}' .. ARGV[f + 7], id)
+      end
+      if run_after then field(fields, 'run_after', ARGV[f + 3]) end
+      local expires_at = ttl and string.format('%d', due + ttl)
+      if expires_at then field(fields, 'expires_at', expires_at) end
+      redis.call('HSET', key, unpack(fields))
+      if not added[queue] then
+        repaired('SADD', KEYS[1], queue)
+        added[queue] = true
+      end
+      if due > now then
+        local due_at = string.format('%d', run_after)
+        repaired('ZADD', prefix .. '{{DEFERRED}}' .. queue, due_at, id)
+        if not first_due[queue] or run_after < first_due[queue] then
+          first_due[queue], due_text[queue] = run_after, due_at
+        end
+      else
+        repaired('ZADD', prefix .. '{{READY}}' .. queue, score_text, id)
+        if not best_ready[queue] or score < best_ready[queue] then
+          best_ready[queue], best_text[queue] = score, score_text
+        end
+      end
+      if expires_at then repaired('ZADD', KEYS[3], expires_at, id) end
+    end
+  end
+  for queue, text in pairs(best_text) do index_ready(KEYS[5], queue, text) end
+  for queue, text in pairs(due_text) do index_due(KEYS[6], queue, text) end
+  if new > 0 then
+    wake(KEYS[4])
+    tally(prefix, 'enqueued', new)
+  end
+  local out = {1, now}
+  for t = 1, count do out[#out + 1] = existing[t] end
+  return out
+end
