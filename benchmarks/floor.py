@@ -109,7 +109,7 @@ def enqueue_commands(batches: int, per_batch: int) -> list[bytes]:
     store.connections.sync.script_load(scripts.ENQUEUE_SOURCE)
     commands = []
     for _ in range(batches):
-        _, requests = b._prepare_many(noop, [((), {})] * per_batch)
+        _, requests = b.prepare_many(noop, [((), {})] * per_batch)
         # Packed as the store's direct lane packs it: the same head, the same arguments.
         commands.append(store._enqueue_head.packed(tuple(store._batch_tasks(requests))))
     return commands

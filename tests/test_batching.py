@@ -85,9 +85,7 @@ def test_a_batch_is_split_into_bounded_runs(
     async def calls(batcher: ScriptBatcher, client: redis.asyncio.Redis) -> list[int]:
         await count(batcher, "counter", 0)
         await client.config_resetstat()
-        replies = await asyncio.gather(
-            *(count(batcher, "counter", 1) for _ in range(calls_made))
-        )
+        replies = await asyncio.gather(*(count(batcher, "counter", 1) for _ in range(calls_made)))
         assert (await client.info("commandstats"))["cmdstat_evalsha"]["calls"] == 3
         return [int(r) for r in replies]
 
@@ -117,7 +115,10 @@ def test_other_scripts_ride_in_the_same_pipeline(
         await client.script_flush()  # both scripts must be loaded again, each once
         await client.config_resetstat()
         jobs = [count(batcher, "counter", 1) for _ in range(3)]
-        jobs += [batcher.run(Call(OTHER, ["name"], ["!"])), batcher.run(Call(OTHER, ["missing"], ["?"]))]
+        jobs += [
+            batcher.run(Call(OTHER, ["name"], ["!"])),
+            batcher.run(Call(OTHER, ["missing"], ["?"])),
+        ]
         replies = await asyncio.gather(*jobs, return_exceptions=True)
         stats = await client.info("commandstats")
         assert stats["cmdstat_script|load"]["calls"] == 2

@@ -15,8 +15,8 @@ from django.core.management import call_command
 
 from redis_tasks.backend import RedisBackend
 from redis_tasks.keys import Keys
-from redis_tasks.scheduler import Scheduler, redis_now
 from redis_tasks.schedules import Schedule, code_schedules, periodic
+from redis_tasks.ticker import Ticker, redis_now
 from tests import tasks
 from tests.helpers import manage, wait_until
 
@@ -62,7 +62,7 @@ def test_cron_ticks_follow_TIME_ZONE_across_dst(settings: Any) -> None:
 
 
 def test_no_busy_loop_in_the_repeated_dst_hour(settings: Any) -> None:
-    from redis_tasks.scheduler import seconds_to_next_tick
+    from redis_tasks.ticker import seconds_to_next_tick
 
     settings.TIME_ZONE = "Europe/Berlin"
     daily = Schedule(name="d", task="t", cron="30 2 * * *")
@@ -76,7 +76,7 @@ def test_no_busy_loop_in_the_repeated_dst_hour(settings: Any) -> None:
 
 def test_a_new_schedule_waits_for_its_next_tick(clean_redis: redis.Redis) -> None:
     b = backend(s={"task": "tests.tasks.add", "every": 3600, "args": [1, 2]})
-    Scheduler(b).run_once()
+    Ticker(b).run_once()
     assert tick_tasks(clean_redis) == []
     assert b.store.schedule_state(["s"])["s"] is not None
 
@@ -89,7 +89,7 @@ def test_a_missed_tick_runs_at_most_once(
                         "missed": missed})  # fmt: skip
     clean_redis.hset(Keys("sched").schedule("yearly"), "last", 0)  # down since 1970
     for _ in range(3):
-        Scheduler(b).run_once()
+        Ticker(b).run_once()
     assert len(tick_tasks(clean_redis)) == expected
     last = b.store.schedule_state(["yearly"])["yearly"]
     assert last == int(b.schedules()["yearly"].latest_tick(redis_now(b)).timestamp() * 1000)
@@ -101,7 +101,7 @@ def test_racing_schedulers_enqueue_a_tick_once(clean_redis: redis.Redis) -> None
     start = threading.Barrier(8)
 
     def race() -> None:
-        scheduler = Scheduler(b)
+        scheduler = Ticker(b)
         start.wait()
         scheduler.run_once()
 
@@ -118,7 +118,7 @@ def test_schedule_options_reach_the_task(clean_redis: redis.Redis) -> None:
     b = backend(s={"task": "tests.tasks.echo", "every": 3600, "args": [1], "kwargs": {"k": "v"},
                    "priority": 7, "queue_name": "reports"})  # fmt: skip
     clean_redis.hset(Keys("sched").schedule("s"), "last", 0)
-    Scheduler(b).run_once()
+    Ticker(b).run_once()
     [task] = tick_tasks(clean_redis)
     assert (task[b"priority"], task[b"queue"], task[b"kwargs"]) == (b"7", b"reports", b'{"k":"v"}')
     assert b"tick" in task
@@ -134,7 +134,7 @@ def test_a_tick_the_backend_refuses_is_reported_and_not_enqueued(
     b = RedisBackend("sched", {"BACKEND": "x", "LOCATION": f"{settings.REDIS_URL}/12",
                                "QUEUES": ["default"], "schedules": {"s": schedule}})  # fmt: skip
     clean_redis.hset(Keys("sched").schedule("s"), "last", 0)
-    Scheduler(b).run_once()
+    Ticker(b).run_once()
     assert tick_tasks(clean_redis) == []
     assert any("cannot enqueue" in r.getMessage() for r in caplog.records)
 

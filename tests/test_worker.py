@@ -16,6 +16,7 @@ from django.utils import timezone
 from redis_tasks import worker as worker_module
 from redis_tasks.compat import TaskResultStatus, task_backends, task_finished, task_started
 from redis_tasks.keys import Keys
+from redis_tasks.sender import AsyncSender
 from tests import tasks
 from tests.helpers import burst, wait_until
 
@@ -87,30 +88,6 @@ def test_max_tasks_stops_the_worker() -> None:
         statuses.append(r.status)
     assert statuses.count(TaskResultStatus.SUCCESSFUL) == 3
     assert statuses.count(TaskResultStatus.READY) == 2
-
-
-def test_max_tasks_is_not_reached_while_a_reservation_may_come_back() -> None:
-    """Consumers of several backends share the capacity: a claim that finds nothing gives its
-    slots back, so another consumer must wait for its answer, not stop at --max-tasks (a
-    worker once exited after one task of two this way)."""
-
-    async def main() -> list[int]:
-        worker = worker_module.Worker([task_backends["default"]], concurrency=2, max_tasks=2)
-        worker._stopping, worker._capacity_freed = asyncio.Event(), asyncio.Event()
-        seen = [await worker._reserve()]  # consumer A takes both slots for a claim...
-        worker._claimed_with(2, 1)  # ... which brings one task
-        seen.append(await worker._reserve())  # consumer B claims with the other slot
-        worker._release()  # A's task is done: a slot is free, and one more task may run
-        waiting = asyncio.create_task(worker._reserve())
-        await asyncio.sleep(0)
-        assert not waiting.done()  # B's claim may come back empty: wait, not stop
-        worker._claimed_with(1, 0)  # it does
-        seen.append(await waiting)
-        worker._claimed_with(1, 1)
-        seen.append(await worker._reserve())  # two tasks claimed: the limit, for good
-        return seen
-
-    assert asyncio.run(main()) == [2, 1, 1, 0]
 
 
 def test_sync_tasks_run_concurrently_in_threads() -> None:
@@ -263,58 +240,33 @@ def test_an_idle_worker_is_woken_by_enqueue(background: Any, monkeypatch: Any) -
     wait_until(lambda: _refreshed(result).status == TaskResultStatus.SUCCESSFUL, timeout=5)
 
 
-def _record_settling(monkeypatch: Any) -> list[str]:
-    """Where each finish is stored from: "loop" (the batched asyncio path) or "thread"."""
-    from redis_tasks.store import TaskStore
-
-    where: list[str] = []
-    sync_finish, async_finish = TaskStore.finish, TaskStore.afinish
-
-    def finish(self: Any, *args: Any) -> int:
-        where.append("thread")
-        return sync_finish(self, *args)
-
-    async def afinish(self: Any, *args: Any) -> int:
-        where.append("loop")
-        return await async_finish(self, *args)
-
-    monkeypatch.setattr(TaskStore, "finish", finish)
-    monkeypatch.setattr(TaskStore, "afinish", afinish)
-    return where
-
-
-def test_an_idle_workers_sync_task_is_settled_by_its_own_thread(
+def test_every_outcome_is_settled_from_the_loop_in_shared_trips(
     background: Any, monkeypatch: Any
 ) -> None:
-    """Claimed alone (the queue dry, nothing else running), so no finish could share its
-    trip: the thread that ran the body stores the outcome, without a hop back to the loop."""
-    where = _record_settling(monkeypatch)
-    background()
-    wait_until(lambda: _blocked_clients() >= 1)
-    result = tasks.add.enqueue(20, 22)
-    wait_until(lambda: _refreshed(result).status == TaskResultStatus.SUCCESSFUL, timeout=5)
-    assert result.return_value == 42 and where == ["thread"]
+    """One path for every task: its outcome is stored from the event loop, where the finishes
+    of tasks that end together share one script run, whether it ran alone or in a backlog."""
+    from redis_tasks.calls import Call
 
+    runs: list[int] = []
+    send = AsyncSender.pipeline
 
-def test_a_backlog_of_sync_tasks_is_settled_from_the_loop_in_shared_trips(
-    monkeypatch: Any,
-) -> None:
-    where = _record_settling(monkeypatch)
+    async def pipeline(self: Any, calls: Any, after: Any = ()) -> list[Any]:
+        runs.extend(
+            int(c.args[2]) for c in calls if isinstance(c, Call) and c.script.name == "finish"
+        )
+        return await send(self, calls, after)
+
+    monkeypatch.setattr(AsyncSender, "pipeline", pipeline)
     results = [tasks.add.enqueue(i, 1) for i in range(25)]
     burst(concurrency=5)
     assert all(_refreshed(r).return_value == i + 1 for i, r in enumerate(results))
-    # Claims take all they ask for until the last, which alone finds the queue dry.
-    assert len(where) == 25 and where.count("loop") >= 25 - 1
-
-
-def test_tasks_claimed_together_from_a_dry_queue_share_the_loops_trips(monkeypatch: Any) -> None:
-    """A claim of 10 finds 3: they are settled from the loop, not one sync trip (and one new
-    connection) per thread."""
-    where = _record_settling(monkeypatch)
-    results = [tasks.add.enqueue(i, 1) for i in range(3)]
-    burst(concurrency=10)
-    assert all(_refreshed(r).return_value == i + 1 for i, r in enumerate(results))
-    assert where == ["loop"] * 3
+    assert sum(runs) == 25 and len(runs) < 25  # every finish from the loop, some together
+    runs.clear()
+    background()  # an idle worker, a lone task
+    wait_until(lambda: _blocked_clients() >= 1)
+    alone = tasks.add.enqueue(20, 22)
+    wait_until(lambda: _refreshed(alone).status == TaskResultStatus.SUCCESSFUL, timeout=5)
+    assert runs == [1]
 
 
 def test_an_idle_worker_starts_a_deferred_task_within_a_second(

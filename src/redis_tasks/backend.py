@@ -121,7 +121,7 @@ class RedisBackend(BaseTaskBackend):  # type: ignore[misc,unused-ignore]
         self, task: Any, args: Any, kwargs: Any, shape: _CallShape, task_id: str
     ) -> tuple[Any, EnqueueRequest]:
         """The result to hand back and the request to send, for one call of a task already
-        validated (``_prepare_many`` validates it once for all its calls)."""
+        validated (``prepare_many`` validates it once for all its calls)."""
         try:
             args, kwargs = normalize_args(args, kwargs)
             args_json = dumps(args) if args else "[]"
@@ -185,7 +185,9 @@ class RedisBackend(BaseTaskBackend):  # type: ignore[misc,unused-ignore]
         self._shapes[id(task)] = (task, shape)
         return shape
 
-    def _prepare_many(self, task: Any, calls: Iterable[Any]) -> tuple[list[Any], list[Any]]:
+    def prepare_many(self, task: Any, calls: Iterable[Any]) -> tuple[list[Any], list[Any]]:
+        """The results to hand back and the requests to send for calls of one task, validated
+        and serialised but not sent (the enqueues, and the ticker's periodic ticks, send them)."""
         self._ensure_configured()
         shape = self._shape(task)  # once: every call is of the same task
         calls = calls if isinstance(calls, list) else list(calls)
@@ -245,7 +247,7 @@ class RedisBackend(BaseTaskBackend):  # type: ignore[misc,unused-ignore]
 
         ``calls`` holds ``(args, kwargs)`` pairs. With ``enqueue_on_commit`` inside a
         transaction, they reach Redis when it commits, and never if it rolls back."""
-        results, requests = self._prepare_many(task, calls)
+        results, requests = self.prepare_many(task, calls)
         if not requests:
             return []
         if self._in_commit_scope():
@@ -261,7 +263,7 @@ class RedisBackend(BaseTaskBackend):  # type: ignore[misc,unused-ignore]
         ):
             # Transactions belong to the sync thread that runs this context's database code.
             return await sync_to_async(self.enqueue_many)(task, list(calls))
-        results, requests = self._prepare_many(task, calls)
+        results, requests = self.prepare_many(task, calls)
         if not requests:
             return []
         return await self._asend(results, requests)

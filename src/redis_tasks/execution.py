@@ -1,20 +1,20 @@
-"""Running one claimed task and settling its one outcome: success, failure, or a retry.
+"""Running one claimed task's body, and settling its one outcome: success, failure, or a retry.
 
-A sync task's body (with ``task_started`` and database connection hygiene) runs in a worker
-thread and an async task's on the loop. Outcomes are stored from the loop, where the finishes of
-many tasks share one trip to Redis (``batching.py``), except where no other finish is coming
-to share it (``CallThenSettle``); receivers of the project's own always run
-in a thread (``signalling.py``), so a slow receiver never blocks the loop. Every write is
-owner-checked by its script, so whichever of a late thread, a timeout and a recovered lease
+An async task's body runs on the worker's event loop, cancelled at its timeout; a sync task's in
+the worker's threads (``threads.py``), given up on at its timeout (its thread is abandoned:
+Python cannot stop a thread). Either way the outcome is settled from the loop, where the
+finishes of many tasks share one trip to Redis (``batching.py``); receivers of the project's own
+always run in a thread (``signalling.py``), so a slow receiver never blocks the loop. Every write
+is owner-checked by its script, so whichever of a late thread, a timeout and a recovered lease
 writes second changes nothing.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import random
-import threading
 import time
 import traceback
 from collections.abc import Awaitable, Callable
@@ -27,6 +27,7 @@ from django.db import close_old_connections
 from django.utils.module_loading import import_string
 
 from . import signalling
+from .calls import Claim
 from .compat import (
     TaskContext,
     TaskError,
@@ -36,10 +37,11 @@ from .compat import (
     task_started,
 )
 from .serialization import dumps, error_json, from_ms, result_from_hash
-from .store import Claim
 
 if TYPE_CHECKING:
     from .backend import RedisBackend
+    from .capacity import Slots
+    from .threads import TaskThreads
 
 logger = logging.getLogger("redis_tasks")
 T = TypeVar("T")
@@ -82,22 +84,19 @@ def prepare(claim: Claim) -> Any:
     return result_from_hash(claim.task_id, claim.fields)
 
 
-_coroutine_functions: dict[Any, bool] = {}
-
-
 def is_async(result: Any) -> bool:
-    """Whether the task's function is a coroutine function; asked once per function (the
+    """Whether the task's function is a coroutine function (asked once per function: the
     inspection costs about as much as the rest of starting a no-op task's run)."""
     func = result.task.func
     try:
-        known = _coroutine_functions.get(func)
+        return _is_coroutine_function(func)
     except TypeError:  # an unhashable callable: asked every time
         return iscoroutinefunction(func)
-    if known is None:
-        known = iscoroutinefunction(func)
-        if len(_coroutine_functions) < 10_000:  # bounded, as the resolved paths are
-            _coroutine_functions[func] = known
-    return known
+
+
+@functools.lru_cache(maxsize=4096)
+def _is_coroutine_function(func: Any) -> bool:
+    return iscoroutinefunction(func)
 
 
 def timeout_of(backend: RedisBackend, result: Any) -> float | None:
@@ -211,45 +210,9 @@ def _log_rejected(claim: Claim) -> None:
     )
 
 
-def _finished_signal(backend: RedisBackend, result: Any, outcome: Outcome) -> None:
-    # Sent inside an except block when the task failed, so receivers (the framework's logger,
-    # error trackers) see the exception in sys.exc_info(). From a worker thread, with the
-    # database connections its receivers open closed after them.
-    if outcome.exception is None:
-        signalling.send_and_close(task_finished, type(backend), task_result=result)
-        return
-    try:
-        raise outcome.exception
-    except BaseException:
-        signalling.send_and_close(task_finished, type(backend), task_result=result)
-
-
-async def _afinished_signal(backend: RedisBackend, result: Any, outcome: Outcome) -> None:
-    if outcome.exception is None:
-        await signalling.asend(task_finished, sender=type(backend), task_result=result)
-        return
-    try:
-        raise outcome.exception
-    except BaseException:
-        await signalling.asend(task_finished, sender=type(backend), task_result=result)
-
-
-def _with_retries(backend: RedisBackend, write: Callable[[], T]) -> T:
-    """Retry a write through a Redis outage for as long as the lease could still hold."""
-    deadline = time.monotonic() + backend.config.lease_timeout
-    pause = 0.1
-    while True:
-        try:
-            return write()
-        except OUTAGE_ERRORS as exc:
-            if time.monotonic() + pause > deadline:
-                raise
-            logger.warning("Redis unavailable (%s); retrying in %.1fs", exc, pause)
-            time.sleep(pause)
-            pause = min(pause * 2, 2.0)
-
-
-async def _awith_retries(backend: RedisBackend, write: Callable[[], Awaitable[T]]) -> T:
+async def _with_retries(backend: RedisBackend, write: Callable[[], Awaitable[T]]) -> T:
+    """Retry a write through a Redis outage for as long as the lease could still hold (every
+    write of an outcome is safe to repeat: the scripts recognise their own earlier send)."""
     deadline = time.monotonic() + backend.config.lease_timeout
     pause = 0.1
     while True:
@@ -270,49 +233,30 @@ def _log_retry(claim: Claim, result: Any, outcome: Outcome, delay: float) -> Non
     )  # fmt: skip
 
 
-def settle(backend: RedisBackend, claim: Claim, result: Any, outcome: Outcome) -> str | None:
-    """Store the outcome (or schedule a retry) and tell the receivers; sync twin.
+async def settle(backend: RedisBackend, claim: Claim, result: Any, outcome: Outcome) -> str | None:
+    """Store the outcome (or schedule a retry) and tell the receivers of ``task_finished``
+    (a failure's inside an except block, so they see the exception in ``sys.exc_info()``).
 
     Returns the status stored, or None when a retry was scheduled or the write was rejected."""
     store = backend.store
     delay = retry_delay(backend, claim, result, outcome)
     error = None if outcome.error is None else error_json(*_error_pair(outcome.error))
     if delay is not None:
-        if _with_retries(backend, lambda: store.requeue(claim, delay, error)):
+        if await _with_retries(backend, lambda: store.arequeue(claim, delay, error)):
             _log_retry(claim, result, outcome, delay)
         else:
             _log_rejected(claim)
         return None
-    finished = _with_retries(
-        backend, lambda: store.finish(claim, outcome.status, outcome.return_json, error)
-    )
-    if not finished:
-        _log_rejected(claim)
-        return None
-    _record(result, outcome, finished)
-    _finished_signal(backend, result, outcome)
-    return outcome.status
-
-
-async def asettle(backend: RedisBackend, claim: Claim, result: Any, outcome: Outcome) -> str | None:
-    """Store the outcome (or schedule a retry) and tell the receivers; async twin."""
-    store = backend.store
-    delay = retry_delay(backend, claim, result, outcome)
-    error = None if outcome.error is None else error_json(*_error_pair(outcome.error))
-    if delay is not None:
-        if await _awith_retries(backend, lambda: store.arequeue(claim, delay, error)):
-            _log_retry(claim, result, outcome, delay)
-        else:
-            _log_rejected(claim)
-        return None
-    finished = await _awith_retries(
+    finished = await _with_retries(
         backend, lambda: store.afinish(claim, outcome.status, outcome.return_json, error)
     )
     if not finished:
         _log_rejected(claim)
         return None
     _record(result, outcome, finished)
-    await _afinished_signal(backend, result, outcome)
+    await signalling.asend(
+        task_finished, type(backend), raising=outcome.exception, task_result=result
+    )
     return outcome.status
 
 
@@ -324,7 +268,7 @@ async def fail_unrunnable(backend: RedisBackend, claim: Claim, exc: BaseExceptio
     """Store the failure of a claim that cannot be run at all (bad payload); run nothing."""
     logger.error("Task %s cannot be run: %s", claim.task_id, exc)
     error = error_of(exc)
-    await _awith_retries(
+    await _with_retries(
         backend,
         lambda: backend.store.afinish(
             claim, TaskResultStatus.FAILED, None, error_json(*_error_pair(error))
@@ -349,66 +293,62 @@ def call_sync(backend: RedisBackend, result: Any) -> Outcome:
         close_old_connections()
 
 
-class CallThenSettle:
-    """A sync task's body and then its settling, as one call in one worker thread.
-
-    For a task claimed alone (its claim found the queues dry, and the worker runs nothing else):
-    no other finish is on its way to share a trip with, so storing the outcome from the thread
-    (down the sync direct lane) saves the hop back to the loop and the loop's own trip. Many
-    tasks are settled from the loop instead, in shared trips: one sync trip (and connection)
-    per thread would cost more than it saves. The loop's timeout still covers the body alone: once
-    the loop gives up on a body still running (``give_up``), the body's late outcome is dropped
-    unstored, as for any abandoned thread."""
-
-    def __init__(self, backend: RedisBackend, claim: Claim, result: Any) -> None:
-        self.backend, self.claim, self.result = backend, claim, result
-        self._lock = threading.Lock()
-        self._body_over = False
-        self._given_up = False
-
-    def __call__(self) -> str | None:
-        outcome = call_sync(self.backend, self.result)
-        with self._lock:
-            if self._given_up:
-                return None
-            self._body_over = True
-        return settle(self.backend, self.claim, self.result, outcome)
-
-    def give_up(self) -> bool:
-        """Drop the outcome of a body still running; False if the body is over (then only the
-        settling is under way, and it goes on)."""
-        with self._lock:
-            if self._body_over:
-                return False
-            self._given_up = True
-            return True
+async def run_sync(
+    backend: RedisBackend, result: Any, threads: TaskThreads, slots: Slots
+) -> Outcome:
+    """Run a sync task's body in the worker's threads, for at most its timeout. Past it, or
+    when the worker is shutting down (cancelled), the thread is abandoned: its late outcome is
+    dropped and ``slots`` counts it until it returns."""
+    timeout = timeout_of(backend, result)
+    body = threads.submit(call_sync, backend, result)
+    try:
+        return await _within(body, timeout)
+    except asyncio.CancelledError:
+        _abandon(threads, slots, body)
+        raise
+    except TimeoutError:
+        _abandon(threads, slots, body)
+        logger.error("Task %s ran past its %ss timeout; its thread is abandoned",
+                     result.id, timeout)  # fmt: skip
+        return timed_out(timeout or 0)
 
 
-async def run_async(
-    backend: RedisBackend, claim: Claim, result: Any, body_done: Callable[[], None] | None = None
-) -> str | None:
-    """Run an async task on the worker's event loop, cancelled at its timeout, then settle it
-    (``body_done`` is called in between)."""
+def _abandon(threads: TaskThreads, slots: Slots, body: asyncio.Future[Any]) -> None:
+    slots.abandoned()  # counted first: the thread may return at once
+    if not threads.abandon(body, slots.thread_returned):
+        slots.thread_returned()  # it had returned already
+
+
+async def _within(call: asyncio.Future[T], timeout: float | None) -> T:
+    """A thread's call, awaited for at most ``timeout`` seconds (TimeoutError after it). The
+    timeout must not cancel the call's future, which is shielded; with no timeout the future is
+    awaited bare (no timer, no shield per task), and a cancel reaches it, which changes
+    nothing: its thread runs on either way, and its late result is dropped (``_abandon``)."""
+    if timeout is None:
+        return await call
+    return await asyncio.wait_for(asyncio.shield(call), timeout)
+
+
+async def run_async(backend: RedisBackend, result: Any) -> Outcome:
+    """Run an async task's body (and ``task_started``) on the worker's event loop, cancelled at
+    its timeout."""
     timeout = timeout_of(backend, result)
     deadline = None if timeout is None else asyncio.timeout(timeout)
     try:
-        await signalling.asend(task_started, sender=type(backend), task_result=result)
+        await signalling.asend(task_started, type(backend), task_result=result)
         if deadline is None:  # no limit: no timer to set up and cancel per task
             value = await result.task.func(*_call_args(result), **result.kwargs)
         else:
             async with deadline:
                 value = await result.task.func(*_call_args(result), **result.kwargs)
-        outcome = _succeeded(value)
+        return _succeeded(value)
     except TimeoutError as exc:
         expired = timeout is not None and deadline is not None and deadline.expired()
-        outcome = timed_out(timeout, exc) if expired and timeout is not None else failed(exc)
+        return timed_out(timeout, exc) if expired and timeout is not None else failed(exc)
     except asyncio.CancelledError as exc:
         current = asyncio.current_task()
         if current is not None and current.cancelling():
             raise  # the worker is shutting down: it hands the task back
-        outcome = failed(exc)
+        return failed(exc)
     except BaseException as exc:
-        outcome = failed(exc)
-    if body_done is not None:
-        body_done()
-    return await asettle(backend, claim, result, outcome)
+        return failed(exc)

@@ -52,19 +52,35 @@ def _loop_safe(signal: Signal, sender: Any) -> bool:
     )
 
 
-async def asend(signal: Signal, sender: Any, **named: Any) -> None:
+async def asend(
+    signal: Signal, sender: Any, raising: BaseException | None = None, **named: Any
+) -> None:
     """Like ``await signal.asend(...)``, with loop-safe receivers called in place, and the
     project's receivers in a thread that closes the database connections they opened (a
-    worker has no request cycle to do it)."""
+    worker has no request cycle to do it). With ``raising``, the receivers are called inside
+    an except block for it, so they see it in ``sys.exc_info()`` (the framework's logger, error
+    trackers)."""
     if loop_safe(signal, sender):
-        signal.send(sender=sender, **named)
+        _send(signal, sender, raising, named)
     else:
-        await sync_to_async(send_and_close, thread_sensitive=False)(signal, sender, **named)
+        await sync_to_async(_send_and_close, thread_sensitive=False)(signal, sender, raising, named)
 
 
-def send_and_close(signal: Signal, sender: Any, **named: Any) -> None:
-    try:
+def _send(signal: Signal, sender: Any, raising: BaseException | None, named: Any) -> None:
+    if raising is None:
         signal.send(sender=sender, **named)
+        return
+    try:
+        raise raising
+    except BaseException:
+        signal.send(sender=sender, **named)
+
+
+def _send_and_close(
+    signal: Signal, sender: Any, raising: BaseException | None, named: dict[str, Any]
+) -> None:
+    try:
+        _send(signal, sender, raising, named)
     finally:
         close_old_connections()
 

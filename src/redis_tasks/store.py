@@ -163,17 +163,6 @@ class TaskStore:
     def _finish_run(self, items: Sequence[Sequence[Any]]) -> Any:
         return calls.finish(self.keys, self._finish_head, items)
 
-    def finish(
-        self,
-        claim: Claim,
-        status: str,
-        return_json: str | None = None,
-        error_json: str | None = None,
-    ) -> int:
-        """Store the outcome; return finished_at in ms, or 0 if the lease was lost (rejected)."""
-        item = calls.finish_item(claim, status, return_json, error_json)
-        return int(self.connections.sender.run(self._finish_run([item]))[0])
-
     async def afinish(
         self,
         claim: Claim,
@@ -181,21 +170,16 @@ class TaskStore:
         return_json: str | None = None,
         error_json: str | None = None,
     ) -> int:
-        """``finish`` for the event loop: finishes made together share one script run."""
+        """Store the outcome; return finished_at in ms, or 0 if the lease was lost (refused).
+        Finishes made together share one script run (batching.py)."""
         item = calls.finish_item(claim, status, return_json, error_json)
         return int(await self.connections.batcher.merged("finish", item, self._finish_run))
-
-    def requeue(
-        self, claim: Claim, delay: float = 0, error_json: str | None = None, handback: bool = False
-    ) -> int:
-        """Put an owned task back: a retry after ``delay`` seconds, or a graceful hand-back.
-        Returns when it is due again (ms), or 0 if the lease was lost (nothing changed)."""
-        call = calls.requeue(self.keys, self.settings, claim, delay, error_json, handback)
-        return int(self.connections.sender.run(call))
 
     async def arequeue(
         self, claim: Claim, delay: float = 0, error_json: str | None = None, handback: bool = False
     ) -> int:
+        """Put an owned task back: a retry after ``delay`` seconds, or a graceful hand-back.
+        Returns when it is due again (ms), or 0 if the lease was lost (nothing changed)."""
         call = calls.requeue(self.keys, self.settings, claim, delay, error_json, handback)
         return int(await self.connections.asender.run(call))
 

@@ -239,7 +239,7 @@ def pack_with_hiredis(client: Any) -> Any:
             return serializer.pack(*args)  # type: ignore[no-any-return]
 
         _packed_classes[base] = type(
-            f"Hiredis{base.__name__}", (base,), {"pack_command": pack_command}
+            f"HiredisPacked{base.__name__}", (base,), {"pack_command": pack_command}
         )
     pool.connection_class = _packed_classes[base]
     return client

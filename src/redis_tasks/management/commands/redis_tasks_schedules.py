@@ -10,7 +10,7 @@ from django.core.management.base import BaseCommand, CommandParser
 from django.utils import timezone
 
 from redis_tasks.runner import redis_backends
-from redis_tasks.scheduler import redis_now
+from redis_tasks.ticker import redis_now
 
 
 class Command(BaseCommand):

@@ -1,4 +1,5 @@
-"""One pass of a backend's schedules: enqueue each tick that is due, once across all workers."""
+"""The worker's side of periodic tasks: one pass over a backend's schedules (``schedules.py``)
+enqueues each tick that is due, once across all workers (the tick script decides)."""
 
 from __future__ import annotations
 
@@ -41,7 +42,7 @@ def seconds_to_next_tick(schedule: Schedule, now: datetime) -> float:
     return until_next if until_next > 0 else IDLE_WAIT
 
 
-class Scheduler:
+class Ticker:
     def __init__(self, backend: RedisBackend) -> None:
         self.backend = backend
         self.schedules = backend.schedules()
@@ -63,7 +64,7 @@ class Scheduler:
                 continue
             try:
                 task = resolve(schedule, resolve_task)
-                [result], [request] = self.backend._prepare_many(
+                [result], [request] = self.backend.prepare_many(
                     task, [(schedule.args, schedule.kwargs)]
                 )
             except Exception as exc:
