@@ -11,7 +11,7 @@ import pytest
 import redis
 from django.utils import timezone
 
-from redis_tasks.backend import SHAPES_KEPT, RedisBackend
+from redis_tasks.backend import RedisBackend
 from redis_tasks.compat import (
     TaskResultDoesNotExist,
     TaskResultStatus,
@@ -79,11 +79,10 @@ def test_worker_ids_are_read_back_however_the_array_is_written(
     assert task_backends["default"].get_result(result.id).worker_ids == read
 
 
-def test_stored_times_read_back_exactly_and_the_kept_ones_stay_bounded(settings: Any) -> None:
+def test_stored_times_read_back_exactly(settings: Any) -> None:
     from redis_tasks import serialization
 
     moments = [serialization.from_ms(str(1_764_000_000_000 + i)) for i in range(5000)]
-    assert len(serialization._moments) <= serialization.MOMENTS_KEPT
     assert [m.timestamp() for m in moments if m is not None] == [
         (1_764_000_000_000 + i) / 1000 for i in range(5000)
     ]
@@ -459,14 +458,13 @@ def test_a_task_is_validated_once_however_often_it_is_enqueued(
         other.enqueue(1, 2)
     backend.enqueue_many(other, [((1, 2), {})] * 3)
     assert [id(t) for t in checked] == [id(tasks.add), id(other)]
-    # Tasks made on the fly are each validated, and what is kept stays bounded.
+    # Tasks made on the fly are each validated.
     start = timezone.now() + timedelta(hours=1)
-    made = [tasks.add.using(run_after=start + timedelta(seconds=i)) for i in range(SHAPES_KEPT + 5)]
+    made = [tasks.add.using(run_after=start + timedelta(seconds=i)) for i in range(300)]
     checked.clear()  # using() validates too, as the framework does
     for task in made:
         task.enqueue(1, 2)
     assert [id(t) for t in checked] == [id(t) for t in made]
-    assert 0 < len(backend._shapes) <= SHAPES_KEPT
 
 
 def test_whether_a_task_is_async_is_known_for_unhashable_callables_too() -> None:

@@ -198,7 +198,7 @@ def test_periodic_declares_a_schedule_in_code() -> None:
     finally:
         from redis_tasks import schedules
 
-        schedules._registered["default"].pop("code-declared")
+        schedules.unregister("default", "code-declared")
 
 
 def test_schedules_command_lists_last_and_next_runs(capsys: Any, clean_redis: redis.Redis) -> None:

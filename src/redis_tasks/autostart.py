@@ -10,6 +10,7 @@ never start one. Turn it off per backend with ``"autostart": False`` (production
 
 from __future__ import annotations
 
+import inspect
 import logging
 import os
 import sys
@@ -17,6 +18,8 @@ import threading
 from types import FrameType
 
 from django.conf import settings
+
+from .shims.python import at_exit_before_thread_pools
 
 logger = logging.getLogger("redis_tasks")
 
@@ -52,7 +55,13 @@ def is_server_process(argv: list[str] | None = None, frame: FrameType | None = N
             return False
         # The autoreloader's parent only watches files; its child (RUN_MAIN) serves.
         return os.environ.get("RUN_MAIN") == "true" or "--noreload" in argv
-    return _called_from_server_entry_point(frame or sys._getframe(1))
+    return _called_from_server_entry_point(frame or _caller())
+
+
+def _caller() -> FrameType | None:
+    """The frame of whoever called the function that calls this."""
+    frame = inspect.currentframe()
+    return None if frame is None or frame.f_back is None else frame.f_back.f_back
 
 
 def started() -> bool:
@@ -63,7 +72,7 @@ def maybe_start() -> bool:
     """Start the background worker if this process is a server; return whether one runs."""
     if os.environ.get("REDIS_TASKS_AUTOSTART", "").lower() in ("0", "false", "no", "off"):
         return False
-    if not is_server_process(frame=sys._getframe(1)):
+    if not is_server_process(frame=_caller()):
         return False
     if not start():
         return False
@@ -93,9 +102,9 @@ def start() -> bool:
         )
         _running = BackgroundWorker(worker).start()
     logger.info("Autostarted background worker %s in pid %d", worker.worker_id, os.getpid())
-    # Stop before concurrent.futures' own exit hook forbids new work and joins the pools
-    # (atexit would run after it): running tasks get STOP_GRACE, then go back to their queue.
-    threading._register_atexit(stop)  # type: ignore[attr-defined]
+    # Stop before concurrent.futures' own exit hook forbids new work and joins the pools:
+    # running tasks get STOP_GRACE, then go back to their queue.
+    at_exit_before_thread_pools(stop)
     return True
 
 

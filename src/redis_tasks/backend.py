@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 from collections.abc import Iterable
 from typing import Any, NamedTuple
@@ -14,6 +15,7 @@ from django.db import connections, transaction
 from . import signalling
 from .compat import (
     BaseTaskBackend,
+    TaskResult,
     TaskResultDoesNotExist,
     TaskResultStatus,
     task_enqueued,
@@ -24,12 +26,11 @@ from .schedules import Schedule, code_schedules
 from .serialization import (
     dumps,
     from_ms,
-    new_result,
-    normalize_args,
     resolve_task,
     result_from_hash,
     to_us,
 )
+from .shims import django as django_shim
 from .store import Enqueued, EnqueueRequest, TaskStore
 from .task import RedisTask, validate_options
 
@@ -46,10 +47,6 @@ class _CallShape(NamedTuple):
     max_payload_bytes: int
 
 
-# Tasks whose validation and shape a backend keeps (see ``RedisBackend._shape``).
-SHAPES_KEPT = 256
-
-
 class RedisBackend(BaseTaskBackend):  # type: ignore[misc,unused-ignore]
     task_class = RedisTask
     supports_defer = True
@@ -64,7 +61,6 @@ class RedisBackend(BaseTaskBackend):  # type: ignore[misc,unused-ignore]
         # Without QUEUES any queue name is accepted; an empty set disables the framework's check.
         self.queues = set(parsed.queues)
         self.store = TaskStore(alias, parsed)
-        self._shapes: dict[int, tuple[Any, _CallShape]] = {}
 
     # --- configuration ------------------------------------------------------------------
 
@@ -122,8 +118,22 @@ class RedisBackend(BaseTaskBackend):  # type: ignore[misc,unused-ignore]
     ) -> tuple[Any, EnqueueRequest]:
         """The result to hand back and the request to send, for one call of a task already
         validated (``prepare_many`` validates it once for all its calls)."""
-        try:
-            args, kwargs = normalize_args(args, kwargs)
+        try:  # the framework's result normalises the arguments (tuples to lists, bytes...)
+            result: Any = TaskResult(
+                task=task,
+                id=task_id,
+                status=TaskResultStatus.READY,
+                enqueued_at=None,
+                started_at=None,
+                last_attempted_at=None,
+                finished_at=None,
+                args=args,
+                kwargs=kwargs,
+                backend=self.alias,
+                errors=[],
+                worker_ids=[],
+            )
+            args, kwargs = result.args, result.kwargs
             args_json = dumps(args) if args else "[]"
             kwargs_json = dumps(kwargs) if kwargs else "{}"
         except (TypeError, ValueError, RecursionError) as exc:  # ValueError: bytes not UTF-8
@@ -141,20 +151,6 @@ class RedisBackend(BaseTaskBackend):  # type: ignore[misc,unused-ignore]
                 f"backend's max_payload_bytes ({shape.max_payload_bytes}). Store large data "
                 "elsewhere (a file, a model) and pass its key. Nothing was queued."
             )
-        result = new_result(
-            task=task,
-            id=task_id,
-            status=TaskResultStatus.READY,
-            enqueued_at=None,
-            started_at=None,
-            last_attempted_at=None,
-            finished_at=None,
-            args=args,
-            kwargs=kwargs,
-            backend=self.alias,
-            errors=[],
-            worker_ids=[],
-        )
         request = EnqueueRequest(
             result.id, shape.queue, shape.priority, shape.path, args_json, kwargs_json,
             shape.run_after_us,
@@ -164,26 +160,12 @@ class RedisBackend(BaseTaskBackend):  # type: ignore[misc,unused-ignore]
         return result, request
 
     def _shape(self, task: Any) -> _CallShape:
-        """The task validated and its shape worked out, once per task object: a ``Task`` is
-        frozen, so neither can change. A loop of ``enqueue()`` calls of one task pays for them
-        once; tasks made on the fly (``using()`` in a loop) are each checked, as before."""
-        known = self._shapes.get(id(task))
-        if known is not None and known[0] is task:  # the task is held, so its id is not reused
-            return known[1]
-        self.validate_task(task)
-        shape = _CallShape(
-            path=task.module_path,
-            queue=task.queue_name,
-            priority=task.priority,
-            run_after_us=None if task.run_after is None else to_us(task.run_after),
-            unique=isinstance(task, RedisTask) and task.unique not in (False, None),
-            max_attempts=getattr(task, "max_attempts", None),
-            max_payload_bytes=self.config.max_payload_bytes,
-        )
-        if len(self._shapes) >= SHAPES_KEPT:
-            self._shapes.clear()
-        self._shapes[id(task)] = (task, shape)
-        return shape
+        """The task validated and its shape worked out, once per task: a ``Task`` is frozen,
+        so neither can change. A loop of ``enqueue()`` calls of one task pays for them once."""
+        try:
+            return _kept_shape(self, task)
+        except TypeError:  # a task with an unhashable option: worked out every time
+            return _call_shape(self, task)
 
     def prepare_many(self, task: Any, calls: Iterable[Any]) -> tuple[list[Any], list[Any]]:
         """The results to hand back and the requests to send for calls of one task, validated
@@ -213,13 +195,13 @@ class RedisBackend(BaseTaskBackend):  # type: ignore[misc,unused-ignore]
         pairs = list(zip(results, enqueued.existing, strict=True))
         for result, existing in pairs:
             if existing is None:
-                object.__setattr__(result, "enqueued_at", enqueued_at)
+                django_shim.update(result, enqueued_at=enqueued_at)
         return pairs
 
     def _send(self, results: list[Any], requests: list[Any]) -> list[Any]:
         enqueued = self.store.enqueue(requests)
         if len(results) == 1 and enqueued.existing[0] is None:  # one new task: enqueue()
-            object.__setattr__(results[0], "enqueued_at", from_ms(enqueued.now_ms))
+            django_shim.update(results[0], enqueued_at=from_ms(enqueued.now_ms))
             signalling.send_each(task_enqueued, type(self), "task_result", results)
             return results
         pairs = self._stamp(results, enqueued)
@@ -293,3 +275,19 @@ def _new(pairs: list[tuple[Any, str | None]], returned: list[Any]) -> list[Any]:
     after a lost reply, see lib/enqueue_batch.lua)."""
     return [back for (sent, existing), back in zip(pairs, returned, strict=True)
             if existing is None or existing == sent.id]  # fmt: skip
+
+
+def _call_shape(backend: RedisBackend, task: Any) -> _CallShape:
+    backend.validate_task(task)
+    return _CallShape(
+        path=task.module_path,
+        queue=task.queue_name,
+        priority=task.priority,
+        run_after_us=None if task.run_after is None else to_us(task.run_after),
+        unique=isinstance(task, RedisTask) and task.unique not in (False, None),
+        max_attempts=getattr(task, "max_attempts", None),
+        max_payload_bytes=backend.config.max_payload_bytes,
+    )
+
+
+_kept_shape = functools.lru_cache(maxsize=256)(_call_shape)

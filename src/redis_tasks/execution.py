@@ -37,6 +37,7 @@ from .compat import (
     task_started,
 )
 from .serialization import dumps, error_json, from_ms, result_from_hash
+from .shims import django as django_shim
 
 if TYPE_CHECKING:
     from .backend import RedisBackend
@@ -194,12 +195,11 @@ class _Never(Exception):
 
 def _record(result: Any, outcome: Outcome, finished_ms: int) -> None:
     """Mirror the stored outcome on the in-memory result handed to task_finished."""
-    object.__setattr__(result, "status", outcome.status)
-    object.__setattr__(result, "finished_at", from_ms(finished_ms))
+    django_shim.update(result, status=outcome.status, finished_at=from_ms(finished_ms))
     if outcome.exception is not None:
         result.errors.append(outcome.error)
     if outcome.status == TaskResultStatus.SUCCESSFUL:
-        object.__setattr__(result, "_return_value", outcome.return_value)
+        django_shim.set_return_value(result, outcome.return_value)
 
 
 def _log_rejected(claim: Claim) -> None:

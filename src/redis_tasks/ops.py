@@ -13,6 +13,7 @@ from dataclasses import asdict, dataclass, field, fields
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, cast
 
+from .compat import TaskResultStatus
 from .exceptions import InvalidTaskPayload
 from .serialization import EPOCH, result_from_hash
 
@@ -229,7 +230,9 @@ class Inspector:
                 {"exception": e.exception_class_path, "traceback": e.traceback}
                 for e in result.errors
             ],
-            "return_value": result._return_value,
+            "return_value": (
+                result.return_value if result.status == TaskResultStatus.SUCCESSFUL else None
+            ),
             "ttl": self.client.ttl(self.keys.task(task_id)),
         }
 

@@ -148,6 +148,11 @@ def code_schedules(alias: str) -> dict[str, Schedule]:
     return dict(_registered.get(alias, {}))
 
 
+def unregister(alias: str, name: str) -> None:
+    """Forget a schedule declared with ``periodic()`` (for tests that declare their own)."""
+    _registered.get(alias, {}).pop(name, None)
+
+
 def resolve(schedule: Schedule, task_resolver: Callable[[str], Any]) -> Any:
     """The task of a schedule, with its call options applied."""
     task = task_resolver(schedule.task)

@@ -9,79 +9,21 @@ from __future__ import annotations
 import dataclasses
 import functools
 import json
-import types
-from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
-from typing import Any, cast
+from typing import Any
 
 from django.conf import settings
 from django.utils import timezone
 from django.utils.module_loading import import_string
 
-from .compat import Task, TaskError, TaskResult, TaskResultStatus, normalize_json
+from .compat import Task, TaskError, TaskResult, TaskResultStatus
 from .exceptions import InvalidTaskPayload
+from .shims import django as django_shim
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 # NaN and the infinities are written as Python's json module writes them (and reads them back),
 # as the framework accepts them in arguments and return values.
 dumps = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
-
-
-def _result_defaults() -> list[tuple[str, Callable[[], Any]]]:
-    defaults: list[tuple[str, Callable[[], Any]]] = []
-    for f in dataclasses.fields(TaskResult):
-        if f.default is not dataclasses.MISSING:
-            defaults.append((f.name, functools.partial(_same, f.default)))
-        elif f.default_factory is not dataclasses.MISSING:
-            defaults.append((f.name, f.default_factory))
-    return defaults
-
-
-def _same(value: Any) -> Any:
-    return value
-
-
-def _result_setters() -> dict[str, Callable[[Any, Any], None]]:
-    """Per field of ``TaskResult``, what stores it on a frozen instance: the slot's own
-    descriptor (a frozen dataclass refuses ``setattr``), or ``object.__setattr__`` where a
-    field has no slot."""
-    setters: dict[str, Callable[[Any, Any], None]] = {}
-    for f in dataclasses.fields(TaskResult):
-        slot = TaskResult.__dict__.get(f.name)
-        if isinstance(slot, types.MemberDescriptorType):
-            setters[f.name] = slot.__set__
-        else:
-            setters[f.name] = functools.partial(_set_attribute, f.name)
-    return setters
-
-
-def _set_attribute(name: str, result: Any, value: Any) -> None:
-    object.__setattr__(result, name, value)
-
-
-_RESULT_DEFAULTS = _result_defaults()
-_RESULT_SETTERS = _result_setters()
-
-
-def new_result(**values: Any) -> Any:
-    """A ``TaskResult`` from values already in JSON form (``args`` a list, ``kwargs`` a dict of
-    JSON types: what ``normalize_json`` would make of them), built without the dataclass
-    ``__init__``, which costs more than the rest of running a no-op task. ``normalize_args``
-    brings arguments from a caller into that form."""
-    result = object.__new__(TaskResult)
-    setters = _RESULT_SETTERS
-    for name, default in _RESULT_DEFAULTS:
-        setters[name](result, default())
-    for name, value in values.items():
-        setters[name](result, value)
-    return result
-
-
-def normalize_args(args: Any, kwargs: Any) -> tuple[list[Any], dict[str, Any]]:
-    """The framework's normalisation of a call's arguments (tuples to lists, bytes to str...)."""
-    normal_args = normalize_json(args) if args else []
-    normal_kwargs = normalize_json(kwargs) if kwargs else {}
-    return cast(list[Any], normal_args), cast(dict[str, Any], normal_kwargs)
 
 
 def loads(raw: bytes) -> Any:
@@ -113,45 +55,32 @@ def from_ms(value: int | str | bytes | None) -> datetime | None:
     return _moment(settings.USE_TZ, value)
 
 
-# Stored times seen lately, as aware datetimes (immutable, so shared): the tasks of one claim
-# share their start, those of one enqueue_many their enqueue time. Bounded: cleared when full.
-_moments: dict[int | str | bytes, datetime] = {}
-MOMENTS_KEPT = 4096
-
-
 def _moment(use_tz: bool, value: int | str | bytes | None) -> datetime | None:
     """``from_ms`` with ``USE_TZ`` read once by the caller (a result has several times)."""
     if value is None:
         return None
-    moment = _moments.get(value)
-    if moment is None:
-        moment = datetime.fromtimestamp(int(value) / 1000, tz=UTC)
-        if len(_moments) >= MOMENTS_KEPT:
-            _moments.clear()
-        _moments[value] = moment
+    moment = _utc_moment(value)
     return moment if use_tz else timezone.make_naive(moment)
+
+
+# Datetimes are immutable, so shared: the tasks of one claim share their start, those of one
+# enqueue_many their enqueue time.
+@functools.lru_cache(maxsize=4096)
+def _utc_moment(value: int | str | bytes) -> datetime:
+    return datetime.fromtimestamp(int(value) / 1000, tz=UTC)
 
 
 def error_json(exception_class_path: str, traceback: str) -> str:
     return dumps([exception_class_path, traceback])
 
 
-_resolved: dict[str, Any] = {}
-
-
 def resolve_task(path: str) -> Any:
     """The registered ``Task`` that ``path`` names; anything else is refused, never run.
-    Found once per path (a refusal is never remembered: the module may be fixed and reloaded).
-    """
-    found = _resolved.get(path)
-    if found is not None:
-        return found
-    found = _resolve_task(path)
-    if len(_resolved) < 10_000:  # bounded: paths come from Redis
-        _resolved[path] = found
-    return found
+    Found once per path (a refusal is not kept: the module may be fixed and reloaded)."""
+    return _resolve_task(path)
 
 
+@functools.lru_cache(maxsize=4096)  # raises are not cached; paths come from Redis: bounded
 def _resolve_task(path: str) -> Any:
     try:
         candidate = import_string(path)
@@ -169,14 +98,25 @@ def _resolve_task(path: str) -> Any:
 
 
 def _task_variant(task: Any, **changes: Any) -> Any:
-    """The task with stored call options, built without re-running the backend's validation
-    (a result stays readable after QUEUES or priorities change)."""
-    if all(getattr(task, name) == value for name, value in changes.items()):
-        return task
-    clone = object.__new__(type(task))
-    for f in dataclasses.fields(task):
-        object.__setattr__(clone, f.name, changes.get(f.name, getattr(task, f.name)))
-    return clone
+    """The task with the call options it was stored with. Built through the framework
+    (``dataclasses.replace``, which validates it); a task that no longer passes the backend's
+    validation (QUEUES or the allowed priorities changed since) is read back as it was stored."""
+    try:
+        return _validated_variant(task, tuple(changes.items()))
+    except TypeError:  # an unhashable option (a dict in a custom field): not kept
+        return _replaced(task, changes)
+
+
+@functools.lru_cache(maxsize=1024)
+def _validated_variant(task: Any, changes: tuple[tuple[str, Any], ...]) -> Any:
+    return _replaced(task, dict(changes))
+
+
+def _replaced(task: Any, changes: dict[str, Any]) -> Any:
+    try:
+        return dataclasses.replace(task, **changes)
+    except Exception:  # InvalidTask, or a backend no longer configured
+        return django_shim.unvalidated(task, **changes)
 
 
 def _text(fields: dict[bytes, bytes], name: bytes) -> str | None:
@@ -252,7 +192,7 @@ def result_from_hash(task_id: str, fields: dict[bytes, bytes]) -> Any:
             status = TaskResultStatus(_text(fields, b"status") or "")
         started_at = _moment(use_tz, get(b"started_at"))
         last_attempt = get(b"last_attempted_at")
-        result = new_result(
+        result: Any = TaskResult(
             task=task,
             id=task_id,
             status=status,
@@ -268,7 +208,7 @@ def result_from_hash(task_id: str, fields: dict[bytes, bytes]) -> Any:
             worker_ids=_worker_ids(get(b"workers")),
         )
         if b"return" in fields:
-            _RESULT_SETTERS["_return_value"](result, loads(fields[b"return"]))
+            django_shim.set_return_value(result, loads(fields[b"return"]))
     except InvalidTaskPayload:
         raise
     except (

@@ -15,38 +15,19 @@ from asgiref.sync import sync_to_async
 from django.db import close_old_connections
 from django.dispatch import Signal
 
+from .shims import django as django_shim
+
 # Modules whose receivers never block nor touch the database.
 LOOP_SAFE_MODULES = ("django.tasks.", "django_tasks.", "redis_tasks.")
 
 
-_verdicts: dict[tuple[int, Any], tuple[tuple[Any, ...], bool]] = {}
-
-
 def loop_safe(signal: Signal, sender: Any) -> bool:
-    """Whether every receiver connected now may be called on the event loop; asked twice per
-    task, so the answer is kept until a receiver is connected or disconnected."""
-    try:
-        connected = tuple(entry[0] for entry in signal.receivers)  # their lookup keys
-    except (AttributeError, TypeError, IndexError):  # another Django: decide every time
-        return _loop_safe(signal, sender)
-    key = (id(signal), sender)
-    known = _verdicts.get(key)
-    if known is not None and known[0] == connected:
-        return known[1]
-    verdict = _loop_safe(signal, sender)
-    if len(_verdicts) < 1000:
-        _verdicts[key] = (connected, verdict)
-    return verdict
-
-
-def _loop_safe(signal: Signal, sender: Any) -> bool:
-    try:
-        sync_receivers, async_receivers = signal._live_receivers(sender)
-    except (AttributeError, TypeError, ValueError):  # another Django: take the safe road
+    """Whether every receiver connected now may be called on the event loop."""
+    receivers = django_shim.live_receivers(signal, sender)
+    if receivers is None:  # another Django: take the safe road
         return False
-    if async_receivers:
-        return False
-    return all(
+    sync_receivers, async_receivers = receivers
+    return not async_receivers and all(
         getattr(receiver, "__module__", "").startswith(LOOP_SAFE_MODULES)
         for receiver in sync_receivers
     )
@@ -91,15 +72,11 @@ def send_each(signal: Signal, sender: Any, name: str, values: list[Any]) -> None
     the sender's cache) on every call, which cost ``enqueue_many()`` about a fifth of its
     Python per task. Receivers are called as ``send`` calls them, errors propagate as from
     ``send``; with an async receiver connected, each value goes through ``send`` itself."""
-    try:
-        sync_receivers, async_receivers = signal._live_receivers(sender)
-        one_by_one = bool(async_receivers)  # send() awaits them, concurrently
-    except (AttributeError, TypeError, ValueError):  # another Django: send them one by one
-        sync_receivers, one_by_one = [], True
-    if one_by_one:
+    receivers = django_shim.live_receivers(signal, sender)
+    if receivers is None or receivers[1]:  # send() awaits async receivers, concurrently
         for value in values:
             signal.send(sender=sender, **{name: value})
         return
     for value in values:
-        for receiver in sync_receivers:
+        for receiver in receivers[0]:
             receiver(signal=signal, sender=sender, **{name: value})

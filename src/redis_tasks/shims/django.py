@@ -1,0 +1,49 @@
+"""Where this package reaches below the public API of Django's task framework (and its
+signals), and nowhere else; tests/test_shims.py checks each of these against the installed
+Django and fails loudly if one changes shape.
+
+- A ``TaskResult`` is a frozen dataclass that the framework's own backends update in place
+  (status, times, the return value in ``_return_value``, which has no public setter):
+  ``update`` and ``set_return_value`` do the same.
+- ``Signal._live_receivers`` names the receivers a send would call, split into sync and async:
+  the worker decides from them whether receivers may run on its event loop, and a bulk enqueue
+  looks them up once for all its tasks (``signalling.py``).
+- A stored task whose options no longer pass the backend's validation (QUEUES or the allowed
+  priorities changed since it was queued) is still read back, as it was stored: ``unvalidated``
+  builds that variant without running the validation.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+from django.dispatch import Signal
+
+
+def update(result: Any, **values: Any) -> None:
+    """Set fields of a frozen ``TaskResult``, as the framework's backends do."""
+    for name, value in values.items():
+        object.__setattr__(result, name, value)
+
+
+def set_return_value(result: Any, value: Any) -> None:
+    object.__setattr__(result, "_return_value", value)
+
+
+def live_receivers(signal: Signal, sender: Any) -> tuple[list[Any], list[Any]] | None:
+    """The sync and the async receivers a send from ``sender`` would call; None where this
+    Django does not say (the caller then takes the public path)."""
+    try:
+        sync_receivers, async_receivers = signal._live_receivers(sender)
+    except (AttributeError, TypeError, ValueError):
+        return None
+    return list(sync_receivers), list(async_receivers)
+
+
+def unvalidated(task: Any, **changes: Any) -> Any:
+    """``dataclasses.replace(task, **changes)`` without the backend's validation."""
+    clone = object.__new__(type(task))
+    for f in dataclasses.fields(task):
+        object.__setattr__(clone, f.name, changes.get(f.name, getattr(task, f.name)))
+    return clone
