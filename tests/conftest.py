@@ -7,8 +7,8 @@ from typing import Any
 import pytest
 import redis
 
+from redis_tasks.background import BackgroundWorker
 from redis_tasks.compat import task_backends
-from redis_tasks.runner import BackgroundWorker
 from redis_tasks.worker import Worker
 from tests.redis_server import RedisServer
 

@@ -83,7 +83,8 @@ def maybe_start() -> bool:
 
 def start() -> bool:
     global _running
-    from .runner import BackgroundWorker, redis_backends
+    from .backend import redis_backends
+    from .background import BackgroundWorker
     from .worker import Worker
 
     with _lock:

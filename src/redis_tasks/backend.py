@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import functools
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import Any, NamedTuple
 
 from asgiref.sync import sync_to_async
@@ -18,6 +18,7 @@ from .compat import (
     TaskResult,
     TaskResultDoesNotExist,
     TaskResultStatus,
+    task_backends,
     task_enqueued,
 )
 from .exceptions import ArgumentsNotSerializable, InvalidTaskPayload, PayloadTooLarge
@@ -291,3 +292,23 @@ def _call_shape(backend: RedisBackend, task: Any) -> _CallShape:
 
 
 _kept_shape = functools.lru_cache(maxsize=256)(_call_shape)
+
+
+def redis_backends(aliases: Sequence[str] = ()) -> list[RedisBackend]:
+    """The named RedisBackends, or every configured one."""
+    if aliases:
+        chosen = []
+        for alias in aliases:
+            if alias not in task_backends.settings:
+                raise ImproperlyConfigured(
+                    f"No task backend {alias!r} in settings.TASKS "
+                    f"(configured: {', '.join(task_backends.settings) or 'none'})."
+                )
+            backend = task_backends[alias]
+            if not isinstance(backend, RedisBackend):
+                raise ImproperlyConfigured(
+                    f"Task backend {alias!r} is a {type(backend).__name__}, not a RedisBackend."
+                )
+            chosen.append(backend)
+        return chosen
+    return [b for b in task_backends.all() if isinstance(b, RedisBackend)]

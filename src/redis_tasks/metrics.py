@@ -28,9 +28,9 @@ except ImportError as exc:  # pragma: no cover - depends on the extra
         "redis_tasks.metrics needs prometheus_client: pip install 'django-redis-tasks[prometheus]'"
     ) from exc
 
+from .backend import redis_backends
 from .compat import task_finished
 from .ops import Inspector
-from .runner import redis_backends
 
 EVENTS = ("enqueued", "started", "succeeded", "failed", "retried", "expired", "lost", "handed_back")
 

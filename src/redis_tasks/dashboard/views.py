@@ -29,9 +29,8 @@ from django.urls import reverse
 from django.utils import timezone
 from django.utils.http import url_has_allowed_host_and_scheme
 
-from ..backend import RedisBackend
+from ..backend import RedisBackend, redis_backends
 from ..ops import STATES, Inspector, OperationRefused
-from ..runner import redis_backends
 from . import queries
 from .models import MANAGE_PERMISSION, VIEW_PERMISSION
 

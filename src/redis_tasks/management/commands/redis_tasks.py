@@ -24,11 +24,10 @@ import redis
 from django.core.exceptions import ImproperlyConfigured
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from redis_tasks.backend import RedisBackend
+from redis_tasks.backend import RedisBackend, redis_backends
 from redis_tasks.connection import redacted
 from redis_tasks.ops import STATES, Inspector, OperationRefused
 from redis_tasks.progress import ProgressLine, render
-from redis_tasks.runner import redis_backends
 
 UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 

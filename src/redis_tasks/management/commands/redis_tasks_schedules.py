@@ -9,7 +9,7 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandParser
 from django.utils import timezone
 
-from redis_tasks.runner import redis_backends
+from redis_tasks.backend import redis_backends
 from redis_tasks.ticker import redis_now
 
 

@@ -1,39 +1,15 @@
-"""Choosing the backends a worker serves and running a worker in the foreground or a thread."""
+"""A worker on its own event loop in a daemon thread of this process: the autostarted worker
+(``autostart.py``), tests, and projects that embed one."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
 import threading
-from collections.abc import Sequence
 
-from django.core.exceptions import ImproperlyConfigured
-
-from .backend import RedisBackend
-from .compat import task_backends
 from .worker import Worker
 
 logger = logging.getLogger("redis_tasks")
-
-
-def redis_backends(aliases: Sequence[str] = ()) -> list[RedisBackend]:
-    """The named RedisBackends, or every configured one."""
-    if aliases:
-        chosen = []
-        for alias in aliases:
-            if alias not in task_backends.settings:
-                raise ImproperlyConfigured(
-                    f"No task backend {alias!r} in settings.TASKS "
-                    f"(configured: {', '.join(task_backends.settings) or 'none'})."
-                )
-            backend = task_backends[alias]
-            if not isinstance(backend, RedisBackend):
-                raise ImproperlyConfigured(
-                    f"Task backend {alias!r} is a {type(backend).__name__}, not a RedisBackend."
-                )
-            chosen.append(backend)
-        return chosen
-    return [b for b in task_backends.all() if isinstance(b, RedisBackend)]
 
 
 class BackgroundWorker:
