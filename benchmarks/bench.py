@@ -119,7 +119,7 @@ class Bench:
     def __init__(self, url: str, config: Config) -> None:
         from benchmarks import bench_tasks
 
-        from redis_tasks.runner import redis_backends  # after django.setup()
+        from redis_tasks.backend import redis_backends  # after django.setup()
 
         self.url = url
         self.config = config
@@ -291,12 +291,18 @@ class Bench:
                 )
             time.sleep(DEFER_POLL)
         left = int(self.redis.zcard(keys.ready(self.noop.queue_name)))
-        early = sum(int(run_after) <= int(enqueued) for enqueued, run_after, _ in rows)
+        # run_after is stored in µs (as the caller gave it), the other times in ms; the claim
+        # compares its ms, floored, with the Redis clock.
+        rows = [
+            (int(enqueued), int(run_after) // 1000, int(started))
+            for enqueued, run_after, started in rows
+        ]
+        early = sum(run_after <= enqueued for enqueued, run_after, _ in rows)
         if early:  # enqueued as ready, not deferred: not what is measured here
             raise RuntimeError(f"{early} deferred tasks were already due when enqueued")
         if backlog:
             self.drop_backlog()
-        return [int(started) - int(run_after) for _, run_after, started in rows], left
+        return [started - run_after for _, run_after, started in rows], left
 
     def drop_backlog(self) -> None:
         """Delete the backlog still queued and wait for the tasks running to finish."""
