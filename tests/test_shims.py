@@ -83,6 +83,18 @@ def _result() -> Any:
     )  # fmt: skip
 
 
+def test_new_result_builds_what_the_constructor_builds() -> None:
+    fields = {"task": tasks.add, "id": "x" * 32, "status": TaskResultStatus.READY,
+              "enqueued_at": None, "started_at": None, "last_attempted_at": None,
+              "finished_at": None, "args": [1, [2]], "kwargs": {"k": "v"}, "backend": "default",
+              "errors": [], "worker_ids": ["w"]}  # fmt: skip
+    built = django_shim.new_result(**fields)
+    assert built == TaskResult(**fields)
+    django_shim.update(built, status=TaskResultStatus.SUCCESSFUL)
+    assert type(built) is TaskResult and built.return_value is None
+    assert {f.name for f in dataclasses.fields(TaskResult)} == {*fields, "_return_value"}
+
+
 def test_a_task_result_takes_its_return_value_and_updates_as_the_framework_does() -> None:
     fields = {f.name: f for f in dataclasses.fields(TaskResult)}
     assert "_return_value" in fields and not fields["_return_value"].init

@@ -15,9 +15,9 @@ from django.db import connections, transaction
 from . import signalling
 from .compat import (
     BaseTaskBackend,
-    TaskResult,
     TaskResultDoesNotExist,
     TaskResultStatus,
+    normalize_json,
     task_backends,
     task_enqueued,
 )
@@ -119,22 +119,9 @@ class RedisBackend(BaseTaskBackend):  # type: ignore[misc,unused-ignore]
     ) -> tuple[Any, EnqueueRequest]:
         """The result to hand back and the request to send, for one call of a task already
         validated (``prepare_many`` validates it once for all its calls)."""
-        try:  # the framework's result normalises the arguments (tuples to lists, bytes...)
-            result: Any = TaskResult(
-                task=task,
-                id=task_id,
-                status=TaskResultStatus.READY,
-                enqueued_at=None,
-                started_at=None,
-                last_attempted_at=None,
-                finished_at=None,
-                args=args,
-                kwargs=kwargs,
-                backend=self.alias,
-                errors=[],
-                worker_ids=[],
-            )
-            args, kwargs = result.args, result.kwargs
+        try:
+            args = normalize_json(args) if args else []  # as the framework's TaskResult would
+            kwargs = normalize_json(kwargs) if kwargs else {}
             args_json = dumps(args) if args else "[]"
             kwargs_json = dumps(kwargs) if kwargs else "{}"
         except (TypeError, ValueError, RecursionError) as exc:  # ValueError: bytes not UTF-8
@@ -152,6 +139,20 @@ class RedisBackend(BaseTaskBackend):  # type: ignore[misc,unused-ignore]
                 f"backend's max_payload_bytes ({shape.max_payload_bytes}). Store large data "
                 "elsewhere (a file, a model) and pass its key. Nothing was queued."
             )
+        result = django_shim.new_result(
+            task=task,
+            id=task_id,
+            status=TaskResultStatus.READY,
+            enqueued_at=None,
+            started_at=None,
+            last_attempted_at=None,
+            finished_at=None,
+            args=args,
+            kwargs=kwargs,
+            backend=self.alias,
+            errors=[],
+            worker_ids=[],
+        )
         request = EnqueueRequest(
             result.id, shape.queue, shape.priority, shape.path, args_json, kwargs_json,
             shape.run_after_us,

@@ -6,6 +6,7 @@ their failures into the errors callers see.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, NamedTuple
@@ -77,8 +78,9 @@ def _batch(settings: Settings, requests: Sequence[EnqueueRequest]) -> list[Any]:
     return argv
 
 
-def _enqueue_keys(k: Keys) -> list[str]:
-    return [k.queues, k.sequence, k.expiry, k.wake, k.heads, k.due]
+@functools.lru_cache(maxsize=64)
+def _enqueue_keys(k: Keys) -> tuple[str, ...]:
+    return (k.queues, k.sequence, k.expiry, k.wake, k.heads, k.due)
 
 
 def enqueue(k: Keys, settings: Settings, requests: Sequence[EnqueueRequest]) -> Call:

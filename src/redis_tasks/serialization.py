@@ -16,7 +16,7 @@ from django.conf import settings
 from django.utils import timezone
 from django.utils.module_loading import import_string
 
-from .compat import Task, TaskError, TaskResult, TaskResultStatus
+from .compat import Task, TaskError, TaskResultStatus
 from .exceptions import InvalidTaskPayload
 from .shims import django as django_shim
 
@@ -192,7 +192,7 @@ def result_from_hash(task_id: str, fields: dict[bytes, bytes]) -> Any:
             status = TaskResultStatus(_text(fields, b"status") or "")
         started_at = _moment(use_tz, get(b"started_at"))
         last_attempt = get(b"last_attempted_at")
-        result: Any = TaskResult(
+        result = django_shim.new_result(
             task=task,
             id=task_id,
             status=status,

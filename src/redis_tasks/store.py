@@ -76,7 +76,8 @@ class TaskStore:
                 f"Task id {outcome.taken_id!r} is taken by another task in backend "
                 f"{self.alias!r}; nothing was queued. Give each call its own id."
             )
-        durability.check(self.alias, self.options, acks, requests)
+        if acks:  # waits were sent (wait_replicas, wait_aof): what did they confirm?
+            durability.check(self.alias, self.options, acks, requests)
         return outcome
 
     def enqueue(self, requests: Sequence[EnqueueRequest]) -> Enqueued:
@@ -152,7 +153,9 @@ class TaskStore:
         run at most every SWEEP_MS / RECONCILE_MS across workers; ``thorough`` runs both now
         (a burst worker's last look before it exits). Sent with the finishes on their way, in
         one trip (batching.py)."""
-        token_base = f"{worker_id}:{secrets.token_hex(4)}"
+        # Lease tokens are '<random per claim>:<n>': short, since a finished result keeps its
+        # last one (`settled`), and unique to the lease (48 random bits per claim).
+        token_base = secrets.token_hex(6)
         call = calls.claim(self.keys, self.settings, worker_id, token_base, count, queues, thorough)
         return calls.claimed(await self.connections.batcher.run(call))
 

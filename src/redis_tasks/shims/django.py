@@ -5,6 +5,11 @@ Django and fails loudly if one changes shape.
 - A ``TaskResult`` is a frozen dataclass that the framework's own backends update in place
   (status, times, the return value in ``_return_value``, which has no public setter):
   ``update`` and ``set_return_value`` do the same.
+- ``new_result`` builds a ``TaskResult`` from values already in the form its constructor would
+  normalise them to (arguments as JSON gives them back), without that second pass: measured,
+  the constructor cost a bulk enqueue a quarter of its client CPU per task (6.1 -> 8.1 us,
+  ``enqueue_many`` of no-op tasks) and a single ``enqueue()`` ~6 us. The contract test checks
+  that it builds what the constructor builds.
 - ``Signal._live_receivers`` names the receivers a send would call, split into sync and async:
   the worker decides from them whether receivers may run on its event loop, and a bulk enqueue
   looks them up once for all its tasks (``signalling.py``).
@@ -19,6 +24,18 @@ import dataclasses
 from typing import Any
 
 from django.dispatch import Signal
+
+from ..compat import TaskResult
+
+
+def new_result(**values: Any) -> Any:
+    """``TaskResult(**values)`` for values already normalised (its ``__post_init__`` only
+    normalises ``args`` and ``kwargs``), with ``_return_value`` at its default."""
+    result = object.__new__(TaskResult)
+    for name, value in values.items():
+        object.__setattr__(result, name, value)
+    object.__setattr__(result, "_return_value", None)
+    return result
 
 
 def update(result: Any, **values: Any) -> None:
