@@ -29,7 +29,6 @@ Median of ``--runs`` runs (min-max). The server is a private ``redis-server`` on
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import os
 import platform
@@ -102,16 +101,16 @@ def enqueue_commands(batches: int, per_batch: int) -> list[bytes]:
     """The enqueue script's calls, as ``enqueue_many`` would send them (fresh ids each)."""
     from benchmarks.bench_tasks import noop
 
-    from redis_tasks import scripts
+    from redis_tasks import calls, scripts
 
     b = backend()
     store = b.store
-    store.connections.sync.script_load(scripts.ENQUEUE_SOURCE)
+    store.connections.sync.script_load(scripts.ENQUEUE.source)
     commands = []
     for _ in range(batches):
         _, requests = b.prepare_many(noop, [((), {})] * per_batch)
-        # Packed as the store's direct lane packs it: the same head, the same arguments.
-        commands.append(store._enqueue_head.packed(tuple(store._batch_tasks(requests))))
+        call = calls.enqueue(store.keys, store.settings, requests)  # as the store builds it
+        commands.append(pack(*call.command()))
     return commands
 
 
@@ -146,46 +145,29 @@ def bulk_rate(conn: RawConnection) -> float:
 
 
 def claim_command() -> tuple[Any, ...]:
-    """The worker's claim of CLAIM_SIZE tasks, as its pipeline sends it (taken from one real
-    claim, which also loads the script)."""
-    from redis_tasks.batching import ScriptBatcher
+    """The worker's claim of CLAIM_SIZE tasks, as the store builds it (its script loaded)."""
+    from redis_tasks import calls, scripts
 
     store = backend().store
-    seen: list[tuple[Any, ...]] = []
-    real = ScriptBatcher._pipeline
-
-    async def recording(self: Any, client: Any, commands: list[tuple[Any, ...]]) -> list[Any]:
-        seen.extend(commands)
-        return await real(self, client, commands)
-
-    async def one_claim() -> None:
-        try:
-            await store.claim("floor-worker", CLAIM_SIZE, [])
-        finally:
-            await store.connections.aio.aclose()
-
-    ScriptBatcher._pipeline = recording  # type: ignore[method-assign]
-    try:
-        asyncio.run(one_claim())
-    finally:
-        ScriptBatcher._pipeline = real  # type: ignore[method-assign]
-    return [c for c in seen if c[0] == "EVALSHA"][-1]  # the last: sent again once loaded
+    store.connections.sync.script_load(scripts.CLAIM.source)
+    call = calls.claim(store.keys, store.settings, "floor-worker", "floor-worker:0", CLAIM_SIZE,
+                       [], False)  # fmt: skip
+    return call.command()
 
 
 def drain_rate(conn: RawConnection) -> float:
     from benchmarks.bench_tasks import noop
 
-    from redis_tasks import scripts
-    from redis_tasks.store import CLAIM_FIELDS
+    from redis_tasks import calls, scripts
 
     flush(conn)
     b = backend()
     store = b.store
     b.enqueue_many(noop, [((), {})] * (DRAIN + CLAIM_SIZE))
     claim = pack(*claim_command())  # takes the first CLAIM_SIZE: DRAIN are left
-    finish_sha = store.connections.sync.script_load(scripts.FINISH_SOURCE)
-    head = store._finish_head()
-    width = len(CLAIM_FIELDS)
+    finish_sha = store.connections.sync.script_load(scripts.FINISH.source)
+    head = calls.finish_head(store.keys, store.settings)
+    width = len(calls.CLAIM_FIELDS)
     done, finish = 0, b""
     start = time.perf_counter()
     while True:
