@@ -150,8 +150,7 @@ def claim_command() -> tuple[Any, ...]:
 
     store = backend().store
     store.connections.sync.script_load(scripts.CLAIM.source)
-    call = calls.claim(store.keys, store.settings, "floor-worker", "floor-worker:0", CLAIM_SIZE,
-                       [], False)  # fmt: skip
+    call = calls.claim(store.keys, store.settings, "floor-worker", CLAIM_SIZE, [], False)
     return call.command()
 
 

@@ -471,3 +471,37 @@ def test_a_worker_cut_off_from_redis_loses_its_task_and_resumes(
         ]
     finally:
         proxy.close()
+
+
+def test_a_finish_or_requeue_sent_again_is_answered_as_the_first_send(
+    clean_redis: redis.Redis,
+) -> None:
+    """A retried send of a finish (or requeue) whose reply was lost finds the outcome its own
+    lease stored: the same answer, nothing changed; a stale lease's finish is still refused."""
+    import asyncio
+
+    store = task_backends["default"].store
+    first, second = tasks.add.enqueue(1, 2), tasks.add.enqueue(3, 4)
+
+    async def main() -> list[int]:
+        batch = await store.claim("w", 2)
+        done, back = sorted(batch.claims, key=lambda c: c.task_id != first.id)
+        answers = [await store.afinish(done, "SUCCESSFUL", "3"),
+                   await store.afinish(done, "SUCCESSFUL", "3"),  # sent again
+                   await store.afinish(done, "FAILED", None, '["x","y"]'),  # not what was stored
+                   await store.arequeue(back, 0.0, None),
+                   await store.arequeue(back, 0.0, None)]  # sent again  # fmt: skip
+        lost = store.renew(store.connections.sync, {done.task_id: done.token,
+                                                    back.task_id: back.token})  # fmt: skip
+        again = await store.claim("w", 1)  # the requeued task, on its second attempt
+        answers.append(await store.afinish(back, "SUCCESSFUL", "7"))  # the first lease: stale
+        answers.append(await store.afinish(again.claims[0], "SUCCESSFUL", "7"))
+        await store.connections.aclose()
+        assert lost == []
+        return answers
+
+    finished, repeated, other, due, due_again, stale, fresh = asyncio.run(main())
+    assert finished > 0 and repeated == finished and other == 0
+    assert due > 0 and due_again > 0 and stale == 0 and fresh > 0
+    assert tasks.add.get_result(first.id).return_value == 3
+    assert tasks.add.get_result(second.id).return_value == 7

@@ -140,15 +140,15 @@ class ClaimBatch:
 
 
 def claim(
-    k: Keys, settings: Settings, worker_id: str, token_base: str, count: int,
-    queues: Sequence[str], thorough: bool,
+    k: Keys, settings: Settings, worker_id: str, count: int, queues: Sequence[str],
+    thorough: bool,
 ) -> Call:  # fmt: skip
     return Call(
         scripts.CLAIM,
         [k.running, k.expiry, k.queues, k.dead, k.wake, k.workers, k.heads, k.due, k.swept,
          k.reconciled],
         [k.prefix, worker_id, settings.lease_ms, count, settings.max_attempts,
-         _blank(settings.result_ttl), token_base, SWEEP_MS, RECONCILE_MS,
+         _blank(settings.result_ttl), SWEEP_MS, RECONCILE_MS,
          "1" if thorough else "0", *queues],
     )  # fmt: skip
 

@@ -8,7 +8,6 @@ backend's settings, and a failure of Redis becomes the error a caller sees.
 from __future__ import annotations
 
 import functools
-import secrets
 from collections.abc import Iterable, Sequence
 from typing import Any, cast
 
@@ -153,10 +152,7 @@ class TaskStore:
         run at most every SWEEP_MS / RECONCILE_MS across workers; ``thorough`` runs both now
         (a burst worker's last look before it exits). Sent with the finishes on their way, in
         one trip (batching.py)."""
-        # Lease tokens are '<random per claim>:<n>': short, since a finished result keeps its
-        # last one (`settled`), and unique to the lease (48 random bits per claim).
-        token_base = secrets.token_hex(6)
-        call = calls.claim(self.keys, self.settings, worker_id, token_base, count, queues, thorough)
+        call = calls.claim(self.keys, self.settings, worker_id, count, queues, thorough)
         return calls.claimed(await self.connections.batcher.run(call))
 
     @functools.cached_property

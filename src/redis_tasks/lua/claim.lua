@@ -1,7 +1,7 @@
 -- Claim up to max_count tasks for a worker, leased to it: one step, whoever else claims.
 -- KEYS: running, expiry, queues, dead, wake, workers, heads, due, swept, reconciled
--- ARGV: prefix, worker_id, lease_ms, max_count, max_attempts, result_ttl|'', token_base,
---       sweep_ms, reconcile_ms, thorough ('1': both now), queue names... (none: every queue)
+-- ARGV: prefix, worker_id, lease_ms, max_count, max_attempts, result_ttl|'', sweep_ms,
+--       reconcile_ms, thorough ('1': both now), queue names... (none: every queue)
 -- Returns {now, next_due|-1, {quarantined key...}, {value of each CLAIM_FIELDS..., id, token}, ...}
 -- (next_due: the earliest deferred task's due time, when fewer tasks than asked were claimed)
 --
@@ -17,6 +17,7 @@
 --- @include "lib/index"
 --- @include "lib/stats"
 --- @include "lib/finish_failed"
+--- @include "lib/attempts"
 local now = clock_ms()
 local prefix = ARGV[1]
 local worker_id = ARGV[2]
@@ -24,7 +25,6 @@ local lease_ms = tonumber(ARGV[3])
 local max_count = tonumber(ARGV[4])
 local max_attempts = tonumber(ARGV[5])
 local result_ttl = tonumber(ARGV[6])
-local token_base = ARGV[7]
 local HEADS, DUE = KEYS[7], KEYS[8]
 -- Numbers written many times, turned into text once.
 local now_text, deadline_text = string.format('%d', now), string.format('%d', now + lease_ms)
@@ -39,7 +39,7 @@ local function ready_of(queue) return prefix .. '{{READY}}' .. queue end
 local function deferred_of(queue) return prefix .. '{{DEFERRED}}' .. queue end
 -- Gates open at most once per period across every worker: each key holds the time its gate
 -- opens again (and expires then by itself). Both are read in one call.
-local thorough = ARGV[10] == '1'
+local thorough = ARGV[9] == '1'
 local gates = redis.call('MGET', KEYS[9], KEYS[10])
 local function gate_open(at, key, period_ms)
   if not thorough and (tonumber(gates[at]) or now) > now then return false end
@@ -63,7 +63,7 @@ end
 
 -- The queues served: named ones, or (none named) every queue in the index.
 local named = {}
-for i = 11, #ARGV do named[#named + 1] = ARGV[i] end
+for i = 10, #ARGV do named[#named + 1] = ARGV[i] end
 local function scores_of(index)  -- {queue, bound} of the named queues in the index
   local found = {}
   for first = 1, #named, 1000 do  -- unpack stays far below Lua's stack limit
@@ -84,8 +84,8 @@ local out = {now, -1, quarantined}
 local claimed = 0
 --- @include "claim/take"
 
-if gate_open(1, KEYS[9], tonumber(ARGV[8])) then sweep() end
-if gate_open(2, KEYS[10], tonumber(ARGV[9])) then reconcile() end
+if gate_open(1, KEYS[9], tonumber(ARGV[7])) then sweep() end
+if gate_open(2, KEYS[10], tonumber(ARGV[8])) then reconcile() end
 
 local due_queues, first_due = promote()
 while claim_round() and claimed < max_count do end

@@ -3,11 +3,13 @@
 -- ARGV: prefix, result_ttl|'', count, then per task: id, token, status, return_json|'',
 --       error_json|''
 -- Returns per task finished_at (ms), or 0 when the caller no longer owns it (a stale finish).
--- The token of the finish is kept (`settled`), so the same finish sent again is answered alike.
+-- The same finish sent again (its reply was lost) is answered alike: the lease token is the
+-- attempt's number, which the task keeps.
 --- @include "lib/clock"
 --- @include "lib/json"
 --- @include "lib/unique"
 --- @include "lib/stats"
+--- @include "lib/attempts"
 local now = clock_ms()
 local now_text = string.format('%d', now)  -- written per task: turned into text once
 local prefix, result_ttl, count = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
@@ -22,23 +24,24 @@ for t = 0, count - 1 do
   local f = 4 + t * 5
   local id, token, status = ARGV[f], ARGV[f + 1], ARGV[f + 2]
   local key = prefix .. '{{TASK}}' .. id
-  local held = redis.pcall('HMGET', key, 'owner', 'unique', 'errors', 'settled', 'finished_at')
+  local held = redis.pcall('HMGET', key, 'owner', 'status', 'workers', 'unique', 'errors',
+                          'finished_at')
   if held.err then
     out[t + 1] = 0  -- not a hash any more: rejected, nothing changed
   elseif held[1] ~= token then
     -- Not ours: rejected, nothing changed; unless this very finish was stored before (a send
     -- repeated after a lost reply), whose time is the answer again.
-    out[t + 1] = held[4] == token and tonumber(held[5]) or 0
+    out[t + 1] = settled_by(held, token) and held[2] == status and tonumber(held[6]) or 0
   else
-    if held[2] then release_unique(prefix, key, held[2]) end
+    if held[4] then release_unique(prefix, key, held[4]) end
     -- What only a waiting or running task needs goes, so a kept result takes less memory.
     redis.call('HDEL', key, 'owner', 'score', 'expires_at')
-    local fields = {'status', status, 'finished_at', now_text, 'settled', token}
+    local fields = {'status', status, 'finished_at', now_text}
     if ARGV[f + 3] ~= '' then
       fields[#fields + 1], fields[#fields + 2] = 'return', ARGV[f + 3]
     end
     if ARGV[f + 4] ~= '' then
-      fields[#fields + 1], fields[#fields + 2] = 'errors', json_append(held[3], ARGV[f + 4])
+      fields[#fields + 1], fields[#fields + 2] = 'errors', json_append(held[5], ARGV[f + 4])
     end
     redis.call('HSET', key, unpack(fields))
     if result_ttl then redis.call('EXPIRE', key, result_ttl) end

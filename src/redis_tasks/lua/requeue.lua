@@ -8,18 +8,19 @@
 --- @include "lib/repair"
 --- @include "lib/index"
 --- @include "lib/stats"
+--- @include "lib/attempts"
 local now = clock_ms()
-local held = redis.call('HMGET', KEYS[1], 'owner', 'settled')
+local held = redis.call('HMGET', KEYS[1], 'owner', 'status', 'workers')
 if held[1] ~= ARGV[3] then
   -- Not ours; or this very requeue was stored before (a send repeated after a lost reply).
-  return held[2] == ARGV[3] and now or 0
+  return settled_by(held, ARGV[3]) and held[2] == 'READY' and now or 0
 end
 local prefix, id = ARGV[1], ARGV[2]
 local fields = redis.call('HMGET', KEYS[1], 'queue', 'score')
 if not fields[1] or not tonumber(fields[2]) then return 0 end  -- unusable: its lease recovers it
 redis.call('ZREM', KEYS[2], id)
 redis.call('HDEL', KEYS[1], 'owner')
-redis.call('HSET', KEYS[1], 'status', 'READY', 'settled', ARGV[3])
+redis.call('HSET', KEYS[1], 'status', 'READY')
 if ARGV[5] ~= '' then
   redis.call('HSET', KEYS[1], 'errors', json_append(redis.call('HGET', KEYS[1], 'errors'), ARGV[5]))
 end

@@ -2,7 +2,6 @@
 -- across all workers. Waiting tasks past their dispatch deadline fail; leases past their
 -- deadline go back to their queue (or fail the task once its attempts are used up); index
 -- entries of expired results and dead workers go.
---- @include "lib/attempts"
 -- Sweeps, once per period across all workers.
 local function sweep()
   repaired('ZREMRANGEBYSCORE', KEYS[4], '-inf', now - KEEP_ASIDE_MS)

@@ -53,7 +53,9 @@ local function claim_round()
       again = true
     else
       claimed = claimed + 1
-      local token = token_base .. ':' .. claimed
+      -- The lease token is the attempt's number: unique to this attempt of this task (every
+      -- claim appends to `workers`), and kept in the task after it ends, at no cost.
+      local token = tostring(starts_in(f[F.workers]) + 1)
       local workers = json_append(f[F.workers], worker_json)
       -- The first attempt's start is `started_at` alone (readers take it for
       -- `last_attempted_at` too), which keeps a result's hash smaller.
