@@ -124,6 +124,19 @@ def test_live_receivers_are_the_ones_a_send_calls() -> None:
     assert "_live_receivers" in dict(inspect.getmembers(type(task_finished)))
 
 
+def test_the_fingerprint_of_connected_receivers_changes_with_them() -> None:
+    def receiver(**kwargs: Any) -> None: ...
+
+    before = django_shim.connected(task_finished)
+    task_finished.connect(receiver)
+    try:
+        during = django_shim.connected(task_finished)
+    finally:
+        task_finished.disconnect(receiver)
+    assert before is not None and during is not None and before != during
+    assert django_shim.connected(task_finished) == before
+
+
 def test_an_unvalidated_variant_keeps_every_field_but_the_changed_ones() -> None:
     variant = django_shim.unvalidated(tasks.add, priority=99, queue_name="gone")
     assert type(variant) is type(tasks.add)

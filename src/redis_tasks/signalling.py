@@ -9,6 +9,7 @@ touches the database must never run on the event loop.
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 from asgiref.sync import sync_to_async
@@ -22,7 +23,15 @@ LOOP_SAFE_MODULES = ("django.tasks.", "django_tasks.", "redis_tasks.")
 
 
 def loop_safe(signal: Signal, sender: Any) -> bool:
-    """Whether every receiver connected now may be called on the event loop."""
+    """Whether every receiver connected now may be called on the event loop (asked twice per
+    task: worked out again only when the receivers connected change)."""
+    fingerprint = django_shim.connected(signal)
+    if fingerprint is None:
+        return _loop_safe(signal, sender)
+    return _kept_verdict(signal, sender, fingerprint)
+
+
+def _loop_safe(signal: Signal, sender: Any) -> bool:
     receivers = django_shim.live_receivers(signal, sender)
     if receivers is None:  # another Django: take the safe road
         return False
@@ -31,6 +40,11 @@ def loop_safe(signal: Signal, sender: Any) -> bool:
         getattr(receiver, "__module__", "").startswith(LOOP_SAFE_MODULES)
         for receiver in sync_receivers
     )
+
+
+@functools.lru_cache(maxsize=64)
+def _kept_verdict(signal: Signal, sender: Any, fingerprint: tuple[Any, ...]) -> bool:
+    return _loop_safe(signal, sender)
 
 
 async def asend(
