@@ -10,8 +10,7 @@ client's direct lane where it has one (``shims/redis_py.py``), else redis-py's o
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
-from typing import Any, TypeAlias
+from typing import Any, NamedTuple, TypeAlias
 
 import redis
 import redis.asyncio
@@ -36,8 +35,7 @@ def on_node_of(client: Any, key: str) -> dict[str, Any]:
     return {}
 
 
-@dataclass(frozen=True)
-class Call:
+class Call(NamedTuple):  # made per enqueue: a tuple costs less than a dataclass
     script: Script
     keys: Sequence[str]
     args: Sequence[Any]
@@ -60,10 +58,9 @@ class SyncSender:
             return self._send(call.command())
 
     def run_then(self, call: Call, after: Sequence[Sequence[Any]]) -> tuple[Any, list[Any]]:
-        """The script, then ``after`` (keyless commands such as WAIT) on the same connection in
-        one trip; the script's reply (its error raised) and the others' (errors as values)."""
-        if not after:
-            return self.run(call), []
+        """The script, then ``after`` (keyless commands such as WAIT, at least one) on the same
+        connection in one trip; the script's reply (its error raised) and the others' (errors
+        as values)."""
         for _ in range(2):
             pipe = self.client.pipeline(transaction=False)
             # execute_command: redis-py refuses pipe.evalsha() on a cluster, not the command.
@@ -106,7 +103,7 @@ class AsyncSender:
         return reply
 
     async def run_then(self, call: Call, after: Sequence[Sequence[Any]]) -> tuple[Any, list[Any]]:
-        """As ``SyncSender.run_then``."""
+        """The script, then ``after`` (maybe none), as ``SyncSender.run_then``."""
         reply, *others = await self.pipeline([call], after)
         if isinstance(reply, Exception):
             raise reply

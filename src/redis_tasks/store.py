@@ -82,8 +82,12 @@ class TaskStore:
     def enqueue(self, requests: Sequence[EnqueueRequest]) -> Enqueued:
         """Queue tasks, all or none, in one script call."""
         call = calls.enqueue(self.keys, self.settings, requests)
+        sender = self.connections.sender
         try:
-            reply, acks = self.connections.sender.run_then(call, self._waits)
+            if self._waits:
+                reply, acks = sender.run_then(call, self._waits)
+            else:
+                reply, acks = sender.run(call), []
         except redis.RedisError as exc:
             raise self.unavailable(exc) from exc
         return self._enqueued(reply, acks, requests)
