@@ -505,3 +505,96 @@ def test_a_finish_or_requeue_sent_again_is_answered_as_the_first_send(
     assert due > 0 and due_again > 0 and stale == 0 and fresh > 0
     assert tasks.add.get_result(first.id).return_value == 3
     assert tasks.add.get_result(second.id).return_value == 7
+
+
+def test_a_maybe_applied_enqueue_is_retried_safely_with_the_same_id(
+    redis_server: RedisServer, clean_redis: redis.Redis
+) -> None:
+    """No retry policy: the caller is told the enqueue may have been applied, and retry()
+    sends the same call again, which finds the task it queued instead of queueing another."""
+    proxy = CuttingProxy(redis_server.port, deliver=True, cuts=1)
+    try:
+        backend = RedisBackend("default", {
+            "BACKEND": "x", "LOCATION": f"redis://127.0.0.1:{proxy.port}/12",
+            "queue_name": "task_queue", "connection_options": {"retry": Retry(NoBackoff(), 0)},
+        })  # fmt: skip
+        with pytest.raises(BackendUnavailable, match="may or may not") as caught:
+            backend.enqueue(tasks.add, [1, 2], {})
+        assert caught.value.maybe_applied and len(caught.value.task_ids) == 1
+        [result] = caught.value.retry()
+    finally:
+        proxy.close()
+    assert result.id == caught.value.task_ids[0]
+    k = Keys("task_queue")
+    assert clean_redis.zrange(k.ready("default"), 0, -1) == [result.id.encode()]
+
+
+def test_redis_loading_its_data_is_reported_as_nothing_changed() -> None:
+    error = task_backends["default"].store.unavailable(
+        redis.BusyLoadingError("Redis is loading the dataset in memory")
+    )
+    assert "loading its data" in str(error) and "Nothing was changed" in str(error)
+    assert not error.maybe_applied
+
+
+def test_an_outcome_computed_during_the_grace_is_stored_not_handed_back(
+    tmp_path: Path, workers: Any, clean_redis: redis.Redis
+) -> None:
+    """SIGTERM, then Redis stalls: the body ends within the grace but its outcome cannot be
+    stored before the grace runs out. It is still the worker's to store; handing the task back
+    would run finished work again."""
+    journal = Journal(tmp_path / "journal")
+    result = tasks.journal.enqueue(str(journal.path), "job", 0.5)
+    pool = workers()
+    pool.env["REDIS_TASKS_TEST_LEASE"] = "30"
+    worker = pool.start("--concurrency", "1", "--grace", "0.8")
+    wait_until(lambda: journal.count("start")["job"] == 1)
+    clean_redis.execute_command("CLIENT", "PAUSE", "2500", "WRITE")  # writes wait 2.5 s
+    worker.send_signal(signal.SIGTERM)
+    assert worker.wait(30) == 0, pool.log(worker)
+    result.refresh()
+    assert result.status == TaskResultStatus.SUCCESSFUL and result.attempts == 1
+    assert journal.count("end")["job"] == 1 and "handing them back" not in pool.log(worker)
+
+
+def test_a_claim_that_waited_past_its_lease_is_dropped_unrun(clean_redis: redis.Redis) -> None:
+    """A worker paused between its claim and the start of the body (SIGSTOP, a frozen VM) asks
+    Redis before it runs a claim older than a third of the lease, and runs nothing whose lease
+    was taken meanwhile."""
+    import asyncio
+    import time as clock
+
+    from redis_tasks import execution
+    from redis_tasks.capacity import Slots
+    from redis_tasks.threads import TaskThreads
+
+    backend = task_backends["default"]
+    store = backend.store
+    ran = [tasks.add.enqueue(1, 2), tasks.async_add.enqueue(3, 4)]
+    taken = [tasks.add.enqueue(5, 6), tasks.async_add.enqueue(7, 8)]
+
+    async def main() -> list[str]:
+        batch = await store.claim("paused-worker", 4)
+        claims = {c.task_id: c for c in batch.claims}
+        for r in taken:  # as another worker's claim, after the lease expired, would leave it
+            clean_redis.hset(Keys("task_queue").task(r.id), "owner", "99")
+        old = execution.Freshness(clock.monotonic() - 100, 10.0)
+        threads = TaskThreads(asyncio.get_running_loop(), 2, "test")
+        statuses = []
+        try:
+            for r in [*ran, *taken]:
+                claim = claims[r.id]
+                result = execution.prepare(claim)
+                if execution.is_async(result):
+                    outcome = await execution.run_async(backend, claim, result, old)
+                else:
+                    outcome = await execution.run_sync(
+                        backend, claim, result, old, threads, Slots(2)
+                    )
+                statuses.append(outcome.status)
+        finally:
+            threads.shutdown(wait=True)
+            await store.connections.aclose()
+        return statuses
+
+    assert asyncio.run(main()) == ["SUCCESSFUL", "SUCCESSFUL", "DROPPED", "DROPPED"]

@@ -21,7 +21,12 @@ from .compat import (
     task_backends,
     task_enqueued,
 )
-from .exceptions import ArgumentsNotSerializable, InvalidTaskPayload, PayloadTooLarge
+from .exceptions import (
+    ArgumentsNotSerializable,
+    BackendUnavailable,
+    InvalidTaskPayload,
+    PayloadTooLarge,
+)
 from .options import BackendOptions, parse_options
 from .schedules import Schedule, code_schedules
 from .serialization import (
@@ -201,7 +206,12 @@ class RedisBackend(BaseTaskBackend):  # type: ignore[misc,unused-ignore]
         return pairs
 
     def _send(self, results: list[Any], requests: list[Any]) -> list[Any]:
-        enqueued = self.store.enqueue(requests)
+        try:
+            enqueued = self.store.enqueue(requests)
+        except BackendUnavailable as exc:
+            ids = [r.task_id for r in requests]
+            exc.for_enqueue(ids, resend=lambda: self._send(results, requests))
+            raise
         if len(results) == 1 and enqueued.existing[0] is None:  # one new task: enqueue()
             django_shim.update(results[0], enqueued_at=from_ms(enqueued.now_ms))
             signalling.send_each(task_enqueued, type(self), "task_result", results)
@@ -213,7 +223,13 @@ class RedisBackend(BaseTaskBackend):  # type: ignore[misc,unused-ignore]
         return returned
 
     async def _asend(self, results: list[Any], requests: list[Any]) -> list[Any]:
-        pairs = self._stamp(results, await self.store.aenqueue(requests))
+        try:
+            enqueued = await self.store.aenqueue(requests)
+        except BackendUnavailable as exc:
+            ids = [r.task_id for r in requests]
+            exc.for_enqueue(ids, aresend=lambda: self._asend(results, requests))
+            raise
+        pairs = self._stamp(results, enqueued)
         found = {i: await self.aget_result(i) for _, i in pairs if i is not None}
         returned = [found[i] if i is not None else r for r, i in pairs]
         for result in _new(pairs, returned):

@@ -7,6 +7,7 @@ their failures into the errors callers see.
 from __future__ import annotations
 
 import functools
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, NamedTuple
@@ -137,6 +138,7 @@ class ClaimBatch:
     next_due_ms: int | None
     claims: list[Claim]
     quarantined: list[str]  # keys of a wrong type that the claim renamed aside
+    received_at: float  # time.monotonic() when the reply was read
 
 
 def claim(
@@ -162,7 +164,8 @@ def claimed(reply: list[Any]) -> ClaimBatch:
         claims.append(Claim(entry[width].decode(), entry[width + 1].decode(), fields))
     next_due = int(reply[1])
     quarantined = [key.decode(errors="replace") for key in reply[2]]
-    return ClaimBatch(int(reply[0]), None if next_due < 0 else next_due, claims, quarantined)
+    return ClaimBatch(int(reply[0]), None if next_due < 0 else next_due, claims, quarantined,
+                      time.monotonic())  # fmt: skip
 
 
 # --- finish, requeue, renew -----------------------------------------------------------------

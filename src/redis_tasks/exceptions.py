@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
+from typing import Any
+
 
 class RedisTasksError(Exception):
     """Base class of every exception this package raises itself."""
@@ -19,7 +22,40 @@ class TaskExpired(RedisTasksError):
 
 
 class BackendUnavailable(RedisTasksError):
-    """Redis could not be reached or answered with an error; nothing was queued."""
+    """Redis could not be reached or answered with an error.
+
+    Nothing was queued, unless ``maybe_applied``: the link dropped after the command was sent,
+    so it ran wholly or not at all. For an enqueue, ``task_ids`` names the tasks sent and
+    ``retry()`` (``aretry()`` from async code) sends the very same call again: an enqueue that
+    meets its own ids answers with the tasks it queued, so a retry never queues a task twice.
+    """
+
+    def __init__(self, message: str, *, maybe_applied: bool = False) -> None:
+        super().__init__(message)
+        self.maybe_applied = maybe_applied
+        self.task_ids: list[str] = []
+        self._resend: Callable[[], Any] | None = None
+        self._aresend: Callable[[], Awaitable[Any]] | None = None
+
+    def for_enqueue(
+        self,
+        task_ids: list[str],
+        resend: Callable[[], Any] | None = None,
+        aresend: Callable[[], Awaitable[Any]] | None = None,
+    ) -> None:
+        self.task_ids, self._resend, self._aresend = task_ids, resend, aresend
+
+    def retry(self) -> Any:
+        """Send the failed enqueue again (same ids); returns its results (a list: one result
+        for a single ``enqueue``)."""
+        if self._resend is None:
+            raise RuntimeError("Only a failed enqueue made from sync code can be retried this way.")
+        return self._resend()
+
+    async def aretry(self) -> Any:
+        if self._aresend is None:
+            raise RuntimeError("Only a failed aenqueue can be retried with aretry().")
+        return await self._aresend()
 
 
 class InvalidTaskPayload(RedisTasksError):

@@ -61,6 +61,26 @@ class Outcome:
         return None if self.exception is None else error_of(self.exception)
 
 
+DROPPED = "DROPPED"  # an outcome not to store: the claim's lease was lost before the body ran
+
+
+@dataclass(frozen=True)
+class Freshness:
+    """How long a claim is trusted without asking Redis whether its lease still holds. A
+    worker paused (SIGSTOP, a frozen VM) past its leases must not start a task it claimed
+    before the pause: another worker owns it now."""
+
+    received_at: float  # time.monotonic() when the claim's reply was read
+    trusted_for: float  # seconds; past them, the lease is checked before the body runs
+
+    def stale(self) -> bool:
+        return time.monotonic() - self.received_at > self.trusted_for
+
+
+def dropped() -> Outcome:
+    return Outcome(DROPPED)
+
+
 def error_of(exc: BaseException) -> TaskError:
     cls = type(exc)
     return TaskError(
@@ -279,10 +299,12 @@ async def fail_unrunnable(backend: RedisBackend, claim: Claim, exc: BaseExceptio
 # --- running --------------------------------------------------------------------------------
 
 
-def call_sync(backend: RedisBackend, result: Any) -> Outcome:
+def call_sync(backend: RedisBackend, claim: Claim, result: Any, freshness: Freshness) -> Outcome:
     """Run a sync task's body in the calling (worker) thread: the part its timeout covers.
 
     A failing ``task_started`` receiver fails the task rather than leaving it to its lease."""
+    if freshness.stale() and not backend.store.owns(claim):
+        return dropped()
     close_old_connections()
     try:
         task_started.send(sender=type(backend), task_result=result)
@@ -294,13 +316,14 @@ def call_sync(backend: RedisBackend, result: Any) -> Outcome:
 
 
 async def run_sync(
-    backend: RedisBackend, result: Any, threads: TaskThreads, slots: Slots
-) -> Outcome:
+    backend: RedisBackend, claim: Claim, result: Any, freshness: Freshness,
+    threads: TaskThreads, slots: Slots,
+) -> Outcome:  # fmt: skip
     """Run a sync task's body in the worker's threads, for at most its timeout. Past it, or
     when the worker is shutting down (cancelled), the thread is abandoned: its late outcome is
     dropped and ``slots`` counts it until it returns."""
     timeout = timeout_of(backend, result)
-    body = threads.submit(call_sync, backend, result)
+    body = threads.submit(call_sync, backend, claim, result, freshness)
     try:
         return await _within(body, timeout)
     except asyncio.CancelledError:
@@ -329,9 +352,13 @@ async def _within(call: asyncio.Future[T], timeout: float | None) -> T:
     return await asyncio.wait_for(asyncio.shield(call), timeout)
 
 
-async def run_async(backend: RedisBackend, result: Any) -> Outcome:
+async def run_async(
+    backend: RedisBackend, claim: Claim, result: Any, freshness: Freshness
+) -> Outcome:
     """Run an async task's body (and ``task_started``) on the worker's event loop, cancelled at
     its timeout."""
+    if freshness.stale() and not await backend.store.aowns(claim):
+        return dropped()
     timeout = timeout_of(backend, result)
     deadline = None if timeout is None else asyncio.timeout(timeout)
     try:

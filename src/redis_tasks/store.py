@@ -46,16 +46,26 @@ class TaskStore:
         )
 
     def unavailable(self, exc: redis.RedisError) -> BackendUnavailable:
-        if isinstance(exc, redis.ConnectionError | redis.TimeoutError) and "connecting" not in str(
-            exc
-        ):
-            # The command was sent but no reply came: the script ran wholly or not at all.
-            outcome = "It may or may not have been applied (a script runs wholly or not at all)"
+        where = f"Redis for task backend {self.alias!r} at {redacted(self.options.location)}"
+        if isinstance(exc, redis.BusyLoadingError):  # refused, so certainly not run
+            return BackendUnavailable(
+                f"{where} is loading its data after a restart. Nothing was changed; "
+                "try again in a moment."
+            )
+        sent = isinstance(exc, redis.ConnectionError | redis.TimeoutError) and (
+            "connecting" not in str(exc)
+        )
+        if sent:  # the command was sent but no reply came: the script ran wholly or not at all
+            outcome = (
+                "It may or may not have been applied (a script runs wholly or not at all; "
+                "an enqueue may be sent again safely with the exception's retry())"
+            )
         else:
             outcome = "Nothing was changed"
         return BackendUnavailable(
-            f"Redis for task backend {self.alias!r} at {redacted(self.options.location)} failed: "
-            f"{str(exc).rstrip('.')}. {outcome}; check that Redis is running and LOCATION is right."
+            f"{where} failed: {str(exc).rstrip('.')}. {outcome}; check that Redis is running "
+            "and LOCATION is right.",
+            maybe_applied=sent,
         )
 
     # --- enqueue ------------------------------------------------------------------------
@@ -177,6 +187,16 @@ class TaskStore:
         Finishes made together share one script run (batching.py)."""
         item = calls.finish_item(claim, status, return_json, error_json)
         return int(await self.connections.batcher.merged("finish", item, self._finish_run))
+
+    def owns(self, claim: Claim) -> bool:
+        """Whether the claim's lease is still held (asked before running a claim that waited
+        long: its worker may have been paused past the lease)."""
+        owner = self.connections.sync.hget(self.keys.task(claim.task_id), "owner")
+        return owner == claim.token.encode()
+
+    async def aowns(self, claim: Claim) -> bool:
+        owner = await self.connections.aio.hget(self.keys.task(claim.task_id), "owner")
+        return owner == claim.token.encode()
 
     async def arequeue(
         self, claim: Claim, delay: float = 0, error_json: str | None = None, handback: bool = False

@@ -88,6 +88,7 @@ class Worker:
         self.leases = Leases(b.alias for b in self.backends)
         self.slots: Slots | None = None  # made on the loop, by run()
         self._running: set[asyncio.Task[None]] = set()
+        self._settling: set[asyncio.Task[None]] = set()  # outcomes being stored
         self._stopping: asyncio.Event | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._threads: TaskThreads | None = None
@@ -152,20 +153,24 @@ class Worker:
         logger.info("Worker %s stopped after %d tasks", self.worker_id, self.tasks_done)
 
     async def _drain(self) -> None:
-        """Give running tasks the grace period, then hand the rest back to their queues."""
+        """Give running tasks the grace period, then hand back those whose body still runs.
+        An outcome already computed is still this worker's: it goes on being stored (its
+        retries are bounded by the lease), never handed back to run again."""
         if not self._running:
             return
         assert self.slots is not None
         grace = None if self.slots.limit_reached else self.grace
         _, pending = await asyncio.wait(set(self._running), timeout=grace)
-        if pending:
+        bodies = pending - self._settling
+        if bodies:
             logger.warning(
                 "Worker %s: %d task(s) still running after the %ss grace period; "
                 "handing them back to their queues",
-                self.worker_id, len(pending), self.grace,
+                self.worker_id, len(bodies), self.grace,
             )  # fmt: skip
-            for job in pending:
+            for job in bodies:
                 job.cancel()
+        if pending:
             await asyncio.gather(*pending, return_exceptions=True)
 
     async def _warn_about_server(self) -> None:
@@ -225,8 +230,9 @@ class Worker:
                              backend.alias, key)  # fmt: skip
             slots.claimed(count, len(batch.claims))
             self.leases.hold(backend.alias, batch.claims)  # renewed from now on
+            freshness = execution.Freshness(batch.received_at, backend.config.lease_timeout / 3)
             for claim in batch.claims:
-                job = asyncio.create_task(self._execute(backend, claim))
+                job = asyncio.create_task(self._execute(backend, claim, freshness))
                 mine.add(job)
                 self._running.add(job)
                 job.add_done_callback(mine.discard)
@@ -310,7 +316,9 @@ class Worker:
 
     # --- running ------------------------------------------------------------------------
 
-    async def _execute(self, backend: RedisBackend, claim: Claim) -> None:
+    async def _execute(
+        self, backend: RedisBackend, claim: Claim, freshness: execution.Freshness
+    ) -> None:
         """Run one claimed task and settle its outcome. Its slot is free again as soon as its
         body is over, so that the next claim rides in one trip with this finish."""
         assert self.slots is not None and self._threads is not None
@@ -318,12 +326,22 @@ class Worker:
             try:
                 result = execution.prepare(claim)
                 if execution.is_async(result):
-                    outcome = await execution.run_async(backend, result)
+                    outcome = await execution.run_async(backend, claim, result, freshness)
                 else:
-                    outcome = await execution.run_sync(backend, result, self._threads, self.slots)
+                    outcome = await execution.run_sync(
+                        backend, claim, result, freshness, self._threads, self.slots
+                    )
                     self._restart_if_too_many_abandoned()
             finally:
                 self.slots.release()
+            if outcome.status == execution.DROPPED:
+                logger.warning(
+                    "Task %s was claimed before this worker was paused past its lease; another "
+                    "attempt owns it now, so it was dropped unrun", claim.task_id,
+                )  # fmt: skip
+                return
+            # The outcome is this worker's to store, even at shutdown: never handed back now.
+            self._settling.add(asyncio.current_task())  # type: ignore[arg-type]
             status = await execution.settle(backend, claim, result, outcome)
             self.tasks_failed += status == "FAILED"
         except InvalidTaskPayload as exc:
@@ -339,6 +357,7 @@ class Worker:
                 self.worker_id, claim.task_id,
             )  # fmt: skip
         finally:
+            self._settling.discard(asyncio.current_task())
             self.leases.drop(backend.alias, claim.task_id)
             self.tasks_done += 1
             if self.on_task_done is not None:
