@@ -56,3 +56,15 @@ def wait_until(condition: Callable[[], Any], timeout: float = 15.0, every: float
         if time.monotonic() > deadline:
             raise AssertionError(f"condition not met within {timeout}s")
         time.sleep(every)
+
+
+def ran_under(pid: int) -> int:
+    """The worker a journal's pid ran under: itself, or the worker whose child it is (an
+    isolated attempt), read while that child is alive (a worker keeps its idle children)."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except FileNotFoundError:
+        return pid
+    parent = int(next(line.split()[1] for line in status.splitlines() if line.startswith("PPid:")))
+    command = Path(f"/proc/{pid}/cmdline").read_bytes()
+    return parent if b"redis_tasks.isolation" in command else pid

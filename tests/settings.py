@@ -121,6 +121,12 @@ TASKS: dict[str, dict[str, Any]] = {
         "max_attempts": 2,
     },
 }
+# Isolated tasks under an address-space limit (tests/test_isolation.py).
+TASKS["isolating"] = {
+    "BACKEND": "redis_tasks.backend.RedisBackend",
+    "LOCATION": f"{REDIS_URL}/12",
+    "isolation_memory_limit": 1024,
+}
 # Fault-injection tests shorten leases in the worker processes they start.
 if "REDIS_TASKS_TEST_LEASE" in os.environ:
     TASKS["default"]["lease_timeout"] = float(os.environ["REDIS_TASKS_TEST_LEASE"])

@@ -291,3 +291,46 @@ def http_call(context: Any, status: int, fail_times: int) -> int:
 @redis_task(max_attempts=3, retry_on=[KeyError], backoff=lambda exc, result: 0)
 def backoff_within_retry_on(kind: str) -> None:
     raise {"key": KeyError, "value": ValueError}[kind]("nope")
+
+
+# --- isolation (tests/test_isolation.py) -----------------------------------------------------
+
+
+@redis_task(isolated=True)
+def isolated_pid(a: int, b: int) -> list[int]:
+    """Runs in a child process: its pid is not the worker's."""
+    return [a + b, os.getpid()]
+
+
+@redis_task(isolated=True)
+async def isolated_async_pid() -> int:
+    await asyncio.sleep(0)
+    return os.getpid()
+
+
+@redis_task(isolated=True, max_attempts=1)
+def isolated_exit() -> None:
+    os._exit(7)
+
+
+@redis_task(isolated=True, max_attempts=1)
+def isolated_segfault() -> None:
+    import ctypes
+
+    ctypes.string_at(0)  # reads address 0: SIGSEGV
+
+
+@redis_task(isolated=True, backend="isolating")
+def isolated_memory_hog() -> int:
+    hog = bytearray(4 * 2**30)  # 4 GiB, far past the backend's isolation_memory_limit
+    return len(hog)
+
+
+@redis_task(isolated=True, timeout=0.5)
+def isolated_hangs() -> None:
+    time.sleep(60)
+
+
+@redis_task(isolated=True, max_attempts=2, retry_on=[ValueError], retry_backoff=0.01)
+def isolated_raises(message: str) -> None:
+    raise ValueError(message)

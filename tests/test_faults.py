@@ -32,7 +32,7 @@ from redis_tasks.compat import TaskResultStatus, task_backends, task_enqueued
 from redis_tasks.exceptions import BackendUnavailable
 from redis_tasks.keys import Keys
 from tests import tasks
-from tests.helpers import child_env, manage, wait_until
+from tests.helpers import child_env, manage, ran_under, wait_until
 from tests.redis_server import RedisServer, free_port
 
 LEASE = "1"
@@ -182,8 +182,10 @@ def test_paused_worker_loses_its_lease_and_its_late_finish_is_rejected(
     result.refresh()
     assert result.finished_at == finished_at and result.worker_ids == workers_seen
     assert [int(w.split(":")[1]) for w in result.worker_ids] == [paused.pid, rescuer.pid]
-    assert journal.pids("start", "slow") == [paused.pid, rescuer.pid]
-    assert journal.pids("end", "slow") == [rescuer.pid, paused.pid]  # both ran to the end
+    # The second attempt ran in a child process of the rescuer (its first was lost).
+    assert [ran_under(p) for p in journal.pids("start", "slow")] == [paused.pid, rescuer.pid]
+    ends = [ran_under(p) for p in journal.pids("end", "slow")]
+    assert ends == [rescuer.pid, paused.pid]  # both ran to the end
     assert [e.exception_class_path for e in result.errors] == ["redis_tasks.exceptions.WorkerLost"]
 
 
@@ -202,9 +204,12 @@ def test_poison_task_fails_after_max_attempts(tmp_path: Path, workers: Any) -> N
     wait_until(supervise, timeout=60, every=0.05)
     assert poison.status == TaskResultStatus.FAILED
     assert poison.attempts == 3 == journal.count("start")["crash"]
-    assert [p.returncode for p in pool.procs[:3]] == [13, 13, 13]
-    assert poison.errors[-1].exception_class_path == "redis_tasks.exceptions.WorkerLost"
-    assert "stopped renewing its lease" in poison.errors[-1].traceback
+    # It killed its worker once; its next attempts ran in child processes of their own.
+    assert [p.returncode for p in pool.procs if p.poll() is not None] == [13]
+    assert poison.errors[0].exception_class_path == "redis_tasks.exceptions.WorkerLost"
+    assert "stopped renewing its lease" in poison.errors[0].traceback
+    assert poison.errors[-1].exception_class_path == "redis_tasks.exceptions.ChildProcessDied"
+    assert "exit code 13" in poison.errors[-1].traceback
     wait_until(lambda: refreshed(fine).is_finished)
     assert fine.return_value == 2
 
@@ -455,8 +460,9 @@ def test_a_worker_cut_off_from_redis_loses_its_task_and_resumes(
         rescuer = direct.start("--concurrency", "1")
         wait_until(lambda: refreshed(result).status == TaskResultStatus.SUCCESSFUL, timeout=30)
         assert [int(w.split(":")[1]) for w in result.worker_ids] == [cut_off.pid, rescuer.pid]
-        wait_until(lambda: journal.pids("end", "cut") == [rescuer.pid, cut_off.pid]
-                   or journal.pids("end", "cut") == [cut_off.pid, rescuer.pid])  # fmt: skip
+        # The second attempt ran in a child process of the rescuer (its first was lost).
+        wait_until(lambda: sorted(map(ran_under, journal.pids("end", "cut")))
+                   == sorted([rescuer.pid, cut_off.pid]))  # fmt: skip
         proxy.cut.clear()  # the link comes back
         rescuer.send_signal(signal.SIGTERM)
         assert rescuer.wait(30) == 0
@@ -598,3 +604,33 @@ def test_a_claim_that_waited_past_its_lease_is_dropped_unrun(clean_redis: redis.
         return statuses
 
     assert asyncio.run(main()) == ["SUCCESSFUL", "SUCCESSFUL", "DROPPED", "DROPPED"]
+
+
+def test_a_poison_task_takes_no_bystander_with_it(tmp_path: Path, workers: Any) -> None:
+    """A task that kills its worker, claimed with nine innocent ones: the ten come back lost,
+    and each runs its next attempt in a child process of its own. The innocents succeed; only
+    the poison uses up its attempts."""
+    journal = Journal(tmp_path / "journal")
+    poison = tasks.crash_worker.enqueue(str(journal.path))
+    innocents = [tasks.journal.enqueue(str(journal.path), f"innocent-{i}", 0.2) for i in range(20)]
+    pool = workers()
+
+    def supervise() -> bool:  # restart crashed workers, as systemd or Kubernetes would
+        if not [p for p in pool.procs if p.poll() is None]:
+            pool.start("--concurrency", "10")
+        return refreshed(poison).is_finished and all(refreshed(r).is_finished for r in innocents)
+
+    wait_until(supervise, timeout=90, every=0.05)
+    assert poison.status == TaskResultStatus.FAILED and poison.attempts == 3
+    assert [e.exception_class_path for e in poison.errors] == [
+        "redis_tasks.exceptions.WorkerLost",
+        "redis_tasks.exceptions.ChildProcessDied",
+        "redis_tasks.exceptions.ChildProcessDied",
+    ]
+    assert all(r.status == TaskResultStatus.SUCCESSFUL for r in innocents), [
+        (r.status, r.errors) for r in innocents
+    ]
+    lost_with_it = [r for r in innocents if r.errors]
+    assert lost_with_it, "the poison killed no bystander: the test proved nothing"
+    assert all(r.attempts == 2 for r in lost_with_it)
+    assert [p.returncode for p in pool.procs if p.poll() is not None] == [13]  # one worker died

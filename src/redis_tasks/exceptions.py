@@ -75,6 +75,15 @@ class WorkerLost(RedisTasksError):
     """Recorded as an error of an attempt whose worker stopped renewing its lease."""
 
 
+class ChildProcessDied(RedisTasksError):
+    """Recorded as an error of an isolated attempt whose child process died (a signal,
+    ``os._exit``, the OOM killer); such an attempt is retried as one lost with its worker."""
+
+    def __init__(self, message: str, returncode: int | None = None) -> None:
+        super().__init__(message)
+        self.returncode = returncode
+
+
 class PayloadTooLarge(RedisTasksError, ValueError):
     """Task arguments larger than the backend's ``max_payload_bytes``; nothing was queued."""
 

@@ -36,12 +36,15 @@ from .compat import (
     task_finished,
     task_started,
 )
+from .exceptions import ChildProcessDied, InvalidTaskPayload
+from .isolation import RemoteError
 from .serialization import dumps, error_json, from_ms, result_from_hash
 from .shims import django as django_shim
 
 if TYPE_CHECKING:
     from .backend import RedisBackend
     from .capacity import Slots
+    from .isolation import ChildPool
     from .threads import TaskThreads
 
 logger = logging.getLogger("redis_tasks")
@@ -82,6 +85,8 @@ def dropped() -> Outcome:
 
 
 def error_of(exc: BaseException) -> TaskError:
+    if isinstance(exc, RemoteError):  # raised in an isolated child: as it was recorded there
+        return TaskError(exception_class_path=exc.exception_class_path, traceback=exc.traceback)
     cls = type(exc)
     return TaskError(
         exception_class_path=f"{cls.__module__}.{cls.__qualname__}",
@@ -168,8 +173,13 @@ def retry_delay(backend: RedisBackend, claim: Claim, result: Any, outcome: Outco
     attempt = attempts_counted(claim, result)
     if attempt >= max_attempts:
         return None
+    if isinstance(exc, ChildProcessDied):  # as an attempt lost with its worker: tried again
+        return 0.0
     paths = task.retry_paths(config.retry_on) if hasattr(task, "retry_paths") else config.retry_on
-    if not any(isinstance(exc, _exception_class(p)) for p in paths):
+    raised: type[BaseException] = type(exc)
+    if isinstance(exc, RemoteError):  # raised in an isolated child: its class, as named there
+        raised = _exception_class(exc.exception_class_path)
+    if not any(issubclass(raised, _exception_class(p)) for p in paths):
         return None
     backoff = getattr(task, "backoff", None)
     if backoff is not None:
@@ -300,19 +310,77 @@ async def fail_unrunnable(backend: RedisBackend, claim: Claim, exc: BaseExceptio
 
 
 def call_sync(backend: RedisBackend, claim: Claim, result: Any, freshness: Freshness) -> Outcome:
-    """Run a sync task's body in the calling (worker) thread: the part its timeout covers.
-
-    A failing ``task_started`` receiver fails the task rather than leaving it to its lease."""
+    """Run a sync task's body in the calling (worker) thread: the part its timeout covers."""
     if freshness.stale() and not backend.store.owns(claim):
         return dropped()
+    return _sync_body(backend, result)
+
+
+def _sync_body(backend: Any, result: Any) -> Outcome:
+    """A sync task's body, with ``task_started`` and database connection hygiene. A failing
+    ``task_started`` receiver fails the task rather than leaving it to its lease."""
     close_old_connections()
     try:
-        task_started.send(sender=type(backend), task_result=result)
+        task_started.send(sender=_sender(backend), task_result=result)
         return _succeeded(result.task.func(*_call_args(result), **result.kwargs))
     except BaseException as exc:  # SystemExit and KeyboardInterrupt too: the task failed
         return failed(exc)
     finally:
         close_old_connections()
+
+
+def _sender(backend: Any) -> type:
+    """The sender of the framework's signals: the backend's class."""
+    return backend if isinstance(backend, type) else type(backend)
+
+
+def isolate(backend: RedisBackend, result: Any) -> bool:
+    """Whether the task runs in a child process: it asks to (its ``isolated`` option, or its
+    backend's), or its previous attempt ended with its worker (or its child) lost."""
+    if getattr(result.task, "isolated", False) or backend.config.isolated:
+        return True
+    return bool(result.errors) and result.errors[-1].exception_class_path in LOST_ATTEMPT
+
+
+LOST_ATTEMPT = ("redis_tasks.exceptions.WorkerLost", "redis_tasks.exceptions.ChildProcessDied")
+
+
+async def run_isolated(
+    backend: RedisBackend, claim: Claim, result: Any, freshness: Freshness, children: ChildPool
+) -> Outcome:
+    """Run the task's body in a child process (``isolation.py``), killed at its timeout."""
+    if freshness.stale() and not await backend.store.aowns(claim):
+        return dropped()
+    return await children.run(
+        claim, timeout_of(backend, result), backend.config.isolation_memory_limit,
+        failed, timed_out, _stored,
+    )  # fmt: skip
+
+
+def _stored(return_json: str, value: Any) -> Outcome:
+    return Outcome(TaskResultStatus.SUCCESSFUL, return_json=return_json, return_value=value)
+
+
+def run_here(claim: Claim) -> Outcome:
+    """The body of a claimed task in this very process, as an isolated child runs it (its
+    parent holds the lease and the timeout, and stores the outcome)."""
+    from .backend import RedisBackend
+
+    try:
+        result = prepare(claim)
+    except InvalidTaskPayload as exc:
+        return failed(exc)
+    if not is_async(result):
+        return _sync_body(RedisBackend, result)
+
+    async def body() -> Any:
+        await signalling.asend(task_started, RedisBackend, task_result=result)
+        return await result.task.func(*_call_args(result), **result.kwargs)
+
+    try:
+        return _succeeded(asyncio.run(body()))
+    except BaseException as exc:
+        return failed(exc)
 
 
 async def run_sync(

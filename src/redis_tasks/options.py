@@ -62,6 +62,8 @@ class BackendOptions:
     wait_aof: bool = False  # ... and once the master's AOF has it on disk (WAITAOF)
     wait_timeout: float = DEFAULT_WAIT_TIMEOUT  # seconds the enqueue waits for them
     direct_lanes: bool = True  # hot commands below redis-py's client API (shims/redis_py.py)
+    isolated: bool = False  # every task of the backend runs in a child process (isolation.py)
+    isolation_memory_limit: int | None = None  # MiB of address space for each child
 
 
 OPTION_NAMES = (
@@ -88,6 +90,8 @@ OPTION_NAMES = (
     "wait_aof",
     "wait_timeout",
     "direct_lanes",
+    "isolated",
+    "isolation_memory_limit",
 )
 
 
@@ -165,6 +169,11 @@ VALIDATORS: dict[str, tuple[Any, str]] = {
     "wait_aof": (lambda v: isinstance(v, bool), "True or False"),
     "wait_timeout": (_positive_number, "a positive number of seconds"),
     "direct_lanes": (lambda v: isinstance(v, bool), "True or False"),
+    "isolated": (lambda v: isinstance(v, bool), "True or False"),
+    "isolation_memory_limit": (
+        _positive_int_or_none,
+        "a positive number of MiB (each isolated task's address space), or None for no limit",
+    ),
 }
 
 

@@ -32,6 +32,7 @@ class RedisTask(Task):  # type: ignore[misc,type-arg,unused-ignore]
     # backoff(exception, task_result) -> seconds before the next attempt, or None: no more
     # attempts (the shape of Django's retry proposal); None here: retry_backoff's doubling.
     backoff: Callable[[BaseException, Any], float | None] | None = None
+    isolated: bool = False  # run each attempt in a child process of its own (isolation.py)
 
     def unique_key(self, args_json: str, kwargs_json: str, args: Any, kwargs: Any) -> str | None:
         if self.unique is False or self.unique is None:
@@ -67,6 +68,8 @@ def validate_options(task: Any) -> None:
         value = getattr(task, name)
         if value is not None and (type(value) not in (int, float) or value <= 0):
             raise InvalidTask(f"{name} must be a positive number of seconds, not {value!r}.")
+    if not isinstance(task.isolated, bool):
+        raise InvalidTask(f"isolated must be True or False, not {task.isolated!r}.")
     if task.backoff is not None and not callable(task.backoff):
         raise InvalidTask(
             f"backoff must be a function (exception, task_result) -> seconds or None, not "
@@ -95,6 +98,7 @@ def task(
     timeout: float | None = None,
     unique: bool | str | Callable[..., Any] = False,
     backoff: Callable[[BaseException, Any], float | None] | None = None,
+    isolated: bool = False,
 ) -> Any:
     """The framework's ``@task`` with the reliability options, on every Django version."""
 
@@ -113,6 +117,7 @@ def task(
             timeout=timeout,
             unique=unique,
             backoff=backoff,
+            isolated=isolated,
         )
 
     return wrapper(function) if function is not None else wrapper

@@ -27,6 +27,7 @@ from . import execution
 from .capacity import Slots
 from .connection import redacted
 from .exceptions import InvalidTaskPayload
+from .isolation import ChildPool
 from .leases import Heartbeat, Leases
 from .threads import TaskThreads
 from .ticker import Ticker
@@ -92,6 +93,7 @@ class Worker:
         self._stopping: asyncio.Event | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._threads: TaskThreads | None = None
+        self._children = ChildPool()  # isolated tasks' processes
 
     # --- control ------------------------------------------------------------------------
 
@@ -146,6 +148,7 @@ class Worker:
             await self._drain()
         finally:
             heartbeat.stop()
+            await self._children.close()
             # Abandoned threads cannot be joined; the process exits without waiting for them.
             self._threads.shutdown(wait=self.abandoned_threads == 0)
             for backend in self.backends:
@@ -325,7 +328,11 @@ class Worker:
         try:
             try:
                 result = execution.prepare(claim)
-                if execution.is_async(result):
+                if execution.isolate(backend, result):
+                    outcome = await execution.run_isolated(
+                        backend, claim, result, freshness, self._children
+                    )
+                elif execution.is_async(result):
                     outcome = await execution.run_async(backend, claim, result, freshness)
                 else:
                     outcome = await execution.run_sync(
