@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from redis_tasks.compat import task
+from redis_tasks.task import task as redis_task
 
 
 @task()
@@ -13,3 +14,8 @@ def noop() -> None:
 @task()
 async def anoop() -> None:
     """An async task that does nothing."""
+
+
+@redis_task(isolated=True)  # type: ignore[untyped-decorator]
+def isolated_noop() -> None:
+    """A sync no-op run in a child process (benchmarks/isolation.py)."""
