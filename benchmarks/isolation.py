@@ -37,10 +37,12 @@ def main() -> None:
         django.setup()
         from benchmarks.bench_tasks import isolated_noop, noop
 
+        from redis_tasks.backend import RedisBackend
         from redis_tasks.compat import task_backends
         from redis_tasks.worker import Worker
 
         backend = task_backends["default"]
+        assert isinstance(backend, RedisBackend)
 
         def drain(task: object, count: int) -> float:
             backend.enqueue_many(task, [((), {})] * count)
