@@ -127,6 +127,12 @@ TASKS["isolating"] = {
     "LOCATION": f"{REDIS_URL}/12",
     "isolation_memory_limit": 1024,
 }
+# Signed payloads (tests/test_signing.py).
+TASKS["signed"] = {
+    "BACKEND": "redis_tasks.backend.RedisBackend",
+    "LOCATION": f"{REDIS_URL}/12",
+    "sign_payloads": True,
+}
 # Fault-injection tests shorten leases in the worker processes they start.
 if "REDIS_TASKS_TEST_LEASE" in os.environ:
     TASKS["default"]["lease_timeout"] = float(os.environ["REDIS_TASKS_TEST_LEASE"])

@@ -590,7 +590,7 @@ def test_a_claim_that_waited_past_its_lease_is_dropped_unrun(clean_redis: redis.
         try:
             for r in [*ran, *taken]:
                 claim = claims[r.id]
-                result = execution.prepare(claim)
+                result = execution.prepare(backend, claim)
                 if execution.is_async(result):
                     outcome = await execution.run_async(backend, claim, result, old)
                 else:

@@ -12,7 +12,7 @@ from django.core import checks
 from django.core.exceptions import ImproperlyConfigured
 from django.db import connections, transaction
 
-from . import signalling
+from . import signalling, signatures
 from .compat import (
     BaseTaskBackend,
     TaskResultDoesNotExist,
@@ -163,6 +163,8 @@ class RedisBackend(BaseTaskBackend):  # type: ignore[misc,unused-ignore]
             shape.run_after_us,
             task.unique_key(args_json, kwargs_json, args, kwargs) if shape.unique else None,
             shape.max_attempts,
+            signatures.sign(task_id, shape.path, args_json, kwargs_json)
+            if self.config.sign_payloads else None,
         )  # fmt: skip
         return result, request
 

@@ -50,6 +50,7 @@ class EnqueueRequest(NamedTuple):
     run_after_us: int | None  # exact, as the caller gave it; due at its millisecond
     unique_key: str | None = None
     max_attempts: int | None = None  # the task's own; None: the backend's
+    signature: str | None = None  # with sign_payloads (signatures.py)
 
 
 class Enqueued(NamedTuple):
@@ -74,7 +75,7 @@ def _batch(settings: Settings, requests: Sequence[EnqueueRequest]) -> list[Any]:
     for r in requests:
         argv += [
             r.task_id, r.queue, r.priority, _blank(r.run_after_us), r.path, r.args_json,
-            r.kwargs_json, r.unique_key or "", _blank(r.max_attempts),
+            r.kwargs_json, r.unique_key or "", _blank(r.max_attempts), r.signature or "",
         ]  # fmt: skip
     return argv
 

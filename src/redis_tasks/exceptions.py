@@ -71,6 +71,11 @@ class ArgumentsNotSerializable(RedisTasksError, TypeError, ValueError):
     against it catches either."""
 
 
+class InvalidSignature(InvalidTaskPayload):
+    """Recorded as the error of a task whose payload signature is missing or wrong, with
+    ``sign_payloads`` on: the worker runs nothing for it and moves its id to the dead-letter set."""
+
+
 class WorkerLost(RedisTasksError):
     """Recorded as an error of an attempt whose worker stopped renewing its lease."""
 

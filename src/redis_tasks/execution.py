@@ -26,7 +26,7 @@ import redis
 from django.db import close_old_connections
 from django.utils.module_loading import import_string
 
-from . import signalling
+from . import signalling, signatures
 from .calls import Claim
 from .compat import (
     TaskContext,
@@ -36,7 +36,7 @@ from .compat import (
     task_finished,
     task_started,
 )
-from .exceptions import ChildProcessDied, InvalidTaskPayload
+from .exceptions import ChildProcessDied, InvalidSignature, InvalidTaskPayload
 from .isolation import RemoteError
 from .serialization import dumps, error_json, from_ms, result_from_hash
 from .shims import django as django_shim
@@ -105,8 +105,11 @@ def timed_out(seconds: float, cause: BaseException | None = None) -> Outcome:
         return failed(exc)
 
 
-def prepare(claim: Claim) -> Any:
-    """The TaskResult of a claim; raises InvalidTaskPayload for anything that is not a task."""
+def prepare(backend: Any, claim: Claim) -> Any:
+    """The TaskResult of a claim; raises InvalidTaskPayload for anything that is not a task, or
+    (``sign_payloads``) whose signature fails, before its path is even imported."""
+    if backend is not None and backend.config.sign_payloads:
+        signatures.verify(claim.task_id, claim.fields)
     return result_from_hash(claim.task_id, claim.fields)
 
 
@@ -295,8 +298,11 @@ def _error_pair(error: TaskError) -> tuple[str, str]:
 
 
 async def fail_unrunnable(backend: RedisBackend, claim: Claim, exc: BaseException) -> None:
-    """Store the failure of a claim that cannot be run at all (bad payload); run nothing."""
+    """Store the failure of a claim that cannot be run at all (bad payload); run nothing. One
+    whose signature failed also goes to the dead-letter set, for an operator to look at."""
     logger.error("Task %s cannot be run: %s", claim.task_id, exc)
+    if isinstance(exc, InvalidSignature):
+        await backend.store.adead_letter(claim.task_id)
     error = error_of(exc)
     await _with_retries(
         backend,
@@ -367,7 +373,7 @@ def run_here(claim: Claim) -> Outcome:
     from .backend import RedisBackend
 
     try:
-        result = prepare(claim)
+        result = prepare(None, claim)  # (its parent checked its signature)
     except InvalidTaskPayload as exc:
         return failed(exc)
     if not is_async(result):

@@ -64,6 +64,7 @@ class BackendOptions:
     direct_lanes: bool = True  # hot commands below redis-py's client API (shims/redis_py.py)
     isolated: bool = False  # every task of the backend runs in a child process (isolation.py)
     isolation_memory_limit: int | None = None  # MiB of address space for each child
+    sign_payloads: bool = False  # sign each task at enqueue, run only tasks signed so
 
 
 OPTION_NAMES = (
@@ -92,6 +93,7 @@ OPTION_NAMES = (
     "direct_lanes",
     "isolated",
     "isolation_memory_limit",
+    "sign_payloads",
 )
 
 
@@ -170,6 +172,7 @@ VALIDATORS: dict[str, tuple[Any, str]] = {
     "wait_timeout": (_positive_number, "a positive number of seconds"),
     "direct_lanes": (lambda v: isinstance(v, bool), "True or False"),
     "isolated": (lambda v: isinstance(v, bool), "True or False"),
+    "sign_payloads": (lambda v: isinstance(v, bool), "True or False"),
     "isolation_memory_limit": (
         _positive_int_or_none,
         "a positive number of MiB (each isolated task's address space), or None for no limit",

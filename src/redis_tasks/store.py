@@ -198,6 +198,11 @@ class TaskStore:
         owner = await self.connections.aio.hget(self.keys.task(claim.task_id), "owner")
         return owner == claim.token.encode()
 
+    async def adead_letter(self, task_id: str) -> None:
+        """Move an id to the dead-letter set (``redis_tasks list dead``), where it stays a week."""
+        now_s, now_us = await self.connections.aio.time()
+        await self.connections.aio.zadd(self.keys.dead, {task_id: now_s * 1000 + now_us // 1000})
+
     async def arequeue(
         self, claim: Claim, delay: float = 0, error_json: str | None = None, handback: bool = False
     ) -> int:

@@ -327,7 +327,7 @@ class Worker:
         assert self.slots is not None and self._threads is not None
         try:
             try:
-                result = execution.prepare(claim)
+                result = execution.prepare(backend, claim)
                 if execution.isolate(backend, result):
                     outcome = await execution.run_isolated(
                         backend, claim, result, freshness, self._children

@@ -7,12 +7,12 @@
 -- KEYS: queues, sequence, expiry, wake, heads, due (then anything the caller uses)
 -- ARGV from `at`: maxsize|'', ttl_ms|'', backend alias, count, then per task TASK_FIELDS values:
 --   id, queue, priority, run_after_us|'', path, args, kwargs, unique key|'',
---   max_attempts|'' (the task's own, for recovering from lost workers)
+--   max_attempts|'' (the task's own, for recovering from lost workers), signature|''
 -- Returns {1, now, existing id|'' per task} when queued, {0, waiting} when the backend would
 -- pass maxsize, {-1, id} when an id is taken by another task. An existing id is that of a
 -- unique task already queued or running, returned instead of a new one, or the task's own id
 -- when this very call was queued before (a send repeated after a lost reply: idempotent).
-local TASK_FIELDS = 9
+local TASK_FIELDS = 10
 local function enqueue_batch(prefix, at, now)
   local maxsize, ttl = tonumber(ARGV[at]), tonumber(ARGV[at + 1])
   local backend, count = ARGV[at + 2], tonumber(ARGV[at + 3])
@@ -90,6 +90,7 @@ local function enqueue_batch(prefix, at, now)
                       'backend', backend, 'status', 'READY',
                       'enqueued_at', now_text}
       if ARGV[f + 8] ~= '' then field(fields, 'max_attempts', ARGV[f + 8]) end
+      if ARGV[f + 9] ~= '' then field(fields, 'sig', ARGV[f + 9]) end
       if ARGV[f + 7] ~= '' then
         field(fields, 'unique', ARGV[f + 7])
         redis.call('SET', prefix .. '{{UNIQUE}}' .. ARGV[f + 7], id)
