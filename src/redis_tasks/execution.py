@@ -355,11 +355,13 @@ async def run_isolated(
     backend: RedisBackend, claim: Claim, result: Any, freshness: Freshness, children: ChildPool
 ) -> Outcome:
     """Run the task's body in a child process (``isolation.py``), killed at its timeout."""
-    if freshness.stale() and not await backend.store.aowns(claim):
-        return dropped()
+
+    async def still_ours() -> bool:
+        return not freshness.stale() or await backend.store.aowns(claim)
+
     return await children.run(
-        claim, timeout_of(backend, result), backend.config.isolation_memory_limit,
-        failed, timed_out, _stored,
+        claim, timeout_of(backend, result), backend.config.isolation_memory_limit, still_ours,
+        failed, timed_out, _stored, dropped,
     )  # fmt: skip
 
 

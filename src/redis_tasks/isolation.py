@@ -30,7 +30,7 @@ import logging
 import os
 import signal
 import sys
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 from .exceptions import ChildProcessDied
@@ -61,9 +61,11 @@ class Child:
         self.process = process
 
     @staticmethod
-    async def start(memory_limit_mb: int | None) -> Child:
+    async def start(memory_limit_mb: int | None) -> Child | None:
+        """A child ready for a task (Django set up), or None if it died starting."""
         env = dict(os.environ)
         env["PYTHONPATH"] = os.pathsep.join(p for p in sys.path if p)
+        env["REDIS_TASKS_CHILD_PARENT"] = str(os.getpid())
         if memory_limit_mb is not None:
             env["REDIS_TASKS_CHILD_MEMORY_MB"] = str(memory_limit_mb)
         process = await asyncio.create_subprocess_exec(
@@ -71,7 +73,17 @@ class Child:
             stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, env=env,
             limit=2**26,  # a reply holds a return value as big as the task makes it
         )  # fmt: skip
-        return Child(process)
+        child = Child(process)
+        assert process.stdout is not None
+        try:
+            ready = await process.stdout.readline()  # it has set Django up
+        except BaseException:
+            await child.kill()
+            raise
+        if not ready:
+            await child.kill()
+            return None
+        return child
 
     async def call(self, request: dict[str, Any]) -> dict[str, Any] | None:
         """The child's reply, or None if it died before giving one."""
@@ -102,12 +114,20 @@ class ChildPool:
 
     async def run(
         self, claim: Claim, timeout: float | None, memory_limit_mb: int | None,
+        still_ours: Callable[[], Awaitable[bool]],
         failed: Callable[[BaseException], Outcome], timed_out: Callable[[float], Outcome],
-        succeeded: Callable[[str, Any], Outcome],
+        succeeded: Callable[[str, Any], Outcome], dropped: Callable[[], Outcome],
     ) -> Outcome:  # fmt: skip
-        """Run the claimed task in a child; its outcome, as the worker records outcomes."""
+        """Run the claimed task in a child; its outcome, as the worker records outcomes. A
+        child may take a second to start: the claim is checked (``still_ours``) once the child
+        is ready, right before its body starts."""
         idle = self._idle.setdefault(memory_limit_mb, [])
         child = idle.pop() if idle else await Child.start(memory_limit_mb)
+        if child is None:
+            return failed(ChildProcessDied("a child process for an isolated task died starting"))
+        if not await still_ours():
+            idle.append(child)
+            return dropped()
         request = {
             "id": claim.task_id,
             "fields": {k.decode(): v.decode() for k, v in claim.fields.items()},
@@ -161,7 +181,21 @@ class RemoteError(Exception):
 # --- the child's side -------------------------------------------------------------------------
 
 
+def _die_with(parent: int) -> None:
+    """Die with the worker: a child left behind would read a request its dead parent sent and
+    run a task nobody owns any more (Linux: PR_SET_PDEATHSIG; elsewhere, the check before each
+    task)."""
+    if sys.platform == "linux":
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    if os.getppid() != parent:  # it died before that
+        os._exit(0)
+
+
 def child_main() -> None:  # pragma: no cover - runs in the child process (tests drive it)
+    parent = int(os.environ["REDIS_TASKS_CHILD_PARENT"])
+    _die_with(parent)
     reply_out = os.fdopen(os.dup(1), "wb", buffering=0)
     os.dup2(2, 1)  # what the tasks print goes to the worker's stderr, not into the replies
     limit = os.environ.get("REDIS_TASKS_CHILD_MEMORY_MB")
@@ -176,7 +210,10 @@ def child_main() -> None:  # pragma: no cover - runs in the child process (tests
     from . import execution
     from .calls import Claim
 
+    reply_out.write(b'{"ready": true}\n')
     for line in sys.stdin.buffer:
+        if os.getppid() != parent:
+            os._exit(0)
         request = json.loads(line)
         fields = {k.encode(): v.encode() for k, v in request["fields"].items()}
         claim = Claim(request["id"], "", fields)

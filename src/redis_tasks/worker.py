@@ -358,6 +358,13 @@ class Worker:
             # Shutdown after the grace period: back to the queue at once, not counted as a
             # failure. A sync task's thread runs on, but its late outcome is dropped.
             await self._hand_back(backend, claim)
+        except (redis.ConnectionError, redis.TimeoutError, OSError) as exc:
+            # Redis stayed away longer than the lease could hold (or the worker was paused
+            # meanwhile): expected under outages, so a line, not a traceback.
+            logger.warning(
+                "Worker %s: could not store the outcome of task %s (%s); its lease will "
+                "return it", self.worker_id, claim.task_id, exc,
+            )  # fmt: skip
         except Exception:
             logger.exception(
                 "Worker %s: could not store the outcome of task %s; its lease will return it",
