@@ -150,7 +150,7 @@ def claim_command() -> tuple[Any, ...]:
 
     store = backend().store
     store.connections.sync.script_load(scripts.CLAIM.source)
-    call = calls.claim(store.keys, store.settings, "floor-worker", CLAIM_SIZE, [], False)
+    call = calls.claim(store.keys, store.settings, "floor-worker", CLAIM_SIZE, [], False, "")
     return call.command()
 
 

@@ -214,7 +214,7 @@ class Soak:
             self.faults.append(Fault(now, kind))
             self.server.kill()
             time.sleep(random.uniform(0.2, 1.0))
-            self.server.start()  # same port and directory: its AOF is replayed
+            self.server.start(timeout=120)  # same port and directory: its AOF is replayed
             self.faults[-1].until = time.time()
         elif kind == "client_kill":
             self.faults.append(Fault(now, kind, until=now))

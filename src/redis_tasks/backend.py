@@ -15,6 +15,7 @@ from django.db import connections, transaction
 from . import signalling, signatures
 from .compat import (
     BaseTaskBackend,
+    InvalidTask,
     TaskResultDoesNotExist,
     TaskResultStatus,
     normalize_json,
@@ -27,6 +28,7 @@ from .exceptions import (
     InvalidTaskPayload,
     PayloadTooLarge,
 )
+from .limits import task_limits
 from .options import BackendOptions, parse_options
 from .schedules import Schedule, code_schedules
 from .serialization import (
@@ -51,6 +53,7 @@ class _CallShape(NamedTuple):
     unique: bool
     max_attempts: int | None
     max_payload_bytes: int
+    limited: bool  # a rate or concurrency limit of its own
 
 
 class RedisBackend(BaseTaskBackend):  # type: ignore[misc,unused-ignore]
@@ -165,8 +168,16 @@ class RedisBackend(BaseTaskBackend):  # type: ignore[misc,unused-ignore]
             shape.max_attempts,
             signatures.sign(task_id, shape.path, args_json, kwargs_json)
             if self.config.sign_payloads else None,
+            self._limits(task, args, kwargs) if shape.limited else None,
         )  # fmt: skip
         return result, request
+
+    @staticmethod
+    def _limits(task: Any, args: Any, kwargs: Any) -> str | None:
+        try:
+            return task_limits(task, args, kwargs)
+        except ValueError as exc:
+            raise InvalidTask(f"{exc}. Nothing was queued.") from exc
 
     def _shape(self, task: Any) -> _CallShape:
         """The task validated and its shape worked out, once per task: a ``Task`` is frozen,
@@ -307,6 +318,8 @@ def _call_shape(backend: RedisBackend, task: Any) -> _CallShape:
         unique=isinstance(task, RedisTask) and task.unique not in (False, None),
         max_attempts=getattr(task, "max_attempts", None),
         max_payload_bytes=backend.config.max_payload_bytes,
+        limited=getattr(task, "rate_limit", None) is not None
+        or getattr(task, "concurrency_limit", None) is not None,
     )
 
 

@@ -51,6 +51,7 @@ class EnqueueRequest(NamedTuple):
     unique_key: str | None = None
     max_attempts: int | None = None  # the task's own; None: the backend's
     signature: str | None = None  # with sign_payloads (signatures.py)
+    limits: str | None = None  # the task's own limit groups (limits.task_limits)
 
 
 class Enqueued(NamedTuple):
@@ -76,6 +77,7 @@ def _batch(settings: Settings, requests: Sequence[EnqueueRequest]) -> list[Any]:
         argv += [
             r.task_id, r.queue, r.priority, _blank(r.run_after_us), r.path, r.args_json,
             r.kwargs_json, r.unique_key or "", _blank(r.max_attempts), r.signature or "",
+            r.limits or "",
         ]  # fmt: skip
     return argv
 
@@ -144,7 +146,7 @@ class ClaimBatch:
 
 def claim(
     k: Keys, settings: Settings, worker_id: str, count: int, queues: Sequence[str],
-    thorough: bool,
+    thorough: bool, queue_limits: str = "",
 ) -> Call:  # fmt: skip
     return Call(
         scripts.CLAIM,
@@ -152,7 +154,7 @@ def claim(
          k.reconciled],
         [k.prefix, worker_id, settings.lease_ms, count, settings.max_attempts,
          _blank(settings.result_ttl), SWEEP_MS, RECONCILE_MS,
-         "1" if thorough else "0", *queues],
+         "1" if thorough else "0", queue_limits, *queues],
     )  # fmt: skip
 
 
@@ -203,7 +205,7 @@ def requeue(
         scripts.REQUEUE,
         [k.task(claim.task_id), k.running, k.expiry, k.wake, k.queues, k.heads, k.due],
         [k.prefix, claim.task_id, claim.token, int(delay * 1000), error_json or "",
-         "1" if handback else "0", _blank(settings.ttl_ms)],
+         "1" if handback else "0", _blank(settings.ttl_ms), _blank(settings.result_ttl)],
     )  # fmt: skip
 
 

@@ -34,6 +34,14 @@ WORKERS = "workers"  # sorted set: live worker ids -> heartbeat deadline (ms)
 WORKER = "worker:"  # + worker id; hash: what the worker reports about itself (expires)
 UNIQUE = "unique:"  # + unique key; string: id of the queued or running task holding the key
 SCHEDULE = "schedule:"  # + schedule name; hash: `last` tick (ms) enqueued
+# Flow control (limits.py, lua/lib/limits.lua):
+CSLOTS = "cslots:"  # + limit group; set: ids holding a slot of its concurrency limit
+RSTARTS = "rstarts:"  # + limit group; sorted set: '<id>:<token>' -> start (ms), last period
+HELD = "held:"  # + 'c:' or 'r:' + group; sorted set: ids a limit holds back -> ready score
+HELD_DUE = "held_due"  # sorted set: '<group>|<count>|<period_ms>' -> when its window opens
+HELD_N = "held_n"  # hash: queue -> tasks held back
+PAUSED = "paused"  # set: queues no worker claims from
+CANCEL = "cancel:"  # + worker id; list: ids of its running tasks an operator cancelled
 
 
 def prefix_for(namespace: str) -> str:
@@ -118,3 +126,21 @@ class Keys:
 
     def schedule(self, name: str) -> str:
         return self.prefix + SCHEDULE + name
+
+    @property
+    def paused(self) -> str:
+        return self.prefix + PAUSED
+
+    @property
+    def held_n(self) -> str:
+        return self.prefix + HELD_N
+
+    @property
+    def held_due(self) -> str:
+        return self.prefix + HELD_DUE
+
+    def cslots(self, group: str) -> str:
+        return self.prefix + CSLOTS + group
+
+    def cancel(self, worker_id: str) -> str:
+        return self.prefix + CANCEL + worker_id

@@ -16,6 +16,7 @@ from urllib.parse import urlsplit
 from django.core import checks
 
 from .connection import sentinel_addresses
+from .limits import QueueLimits, parse_queue_limits
 from .schedules import parse_schedule
 
 # Keys of a TASKS entry that belong to Django itself.
@@ -65,6 +66,7 @@ class BackendOptions:
     isolated: bool = False  # every task of the backend runs in a child process (isolation.py)
     isolation_memory_limit: int | None = None  # MiB of address space for each child
     sign_payloads: bool = False  # sign each task at enqueue, run only tasks signed so
+    queue_limits: dict[str, QueueLimits] = field(default_factory=dict)  # limits.py
 
 
 OPTION_NAMES = (
@@ -94,6 +96,7 @@ OPTION_NAMES = (
     "isolated",
     "isolation_memory_limit",
     "sign_payloads",
+    "queue_limits",
 )
 
 
@@ -173,6 +176,7 @@ VALIDATORS: dict[str, tuple[Any, str]] = {
     "direct_lanes": (lambda v: isinstance(v, bool), "True or False"),
     "isolated": (lambda v: isinstance(v, bool), "True or False"),
     "sign_payloads": (lambda v: isinstance(v, bool), "True or False"),
+    "queue_limits": (lambda v: True, "checked by limits.parse_queue_limits"),
     "isolation_memory_limit": (
         _positive_int_or_none,
         "a positive number of MiB (each isolated task's address space), or None for no limit",
@@ -244,6 +248,9 @@ def parse_options(
             if schedule is not None:
                 parsed[schedule.name] = schedule
         raw["schedules"] = parsed
+    if "queue_limits" in raw:
+        raw["queue_limits"], problems = parse_queue_limits(where, raw["queue_limits"])
+        errors.extend(problems)
     if "sentinels" in raw:
         raw["sentinels"] = tuple(sentinel_addresses(raw["sentinels"]) or ())
     if "enqueue_on_commit" in raw:

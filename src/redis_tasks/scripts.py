@@ -31,7 +31,7 @@ KEEP_ASIDE_MS = 7 * 24 * 3600 * 1000  # dead-lettered ids and corrupt keys are k
 CLAIM_FIELDS = (
     "path", "queue", "priority", "backend", "args", "kwargs", "run_after", "enqueued_at",
     "started_at", "last_attempted_at", "errors", "workers", "uncounted", "status", "expires_at",
-    "sig",
+    "sig", "limits",
 )  # fmt: skip
 
 SPLICED: dict[str, str] = {
@@ -43,6 +43,16 @@ SPLICED: dict[str, str] = {
     "DEAD": keys.DEAD,
     "STATS": keys.STATS,
     "RUNNING": keys.RUNNING,
+    "QUEUES": keys.QUEUES,
+    "HEADS": keys.HEADS,
+    "WAKE": keys.WAKE,
+    "CSLOTS": keys.CSLOTS,
+    "RSTARTS": keys.RSTARTS,
+    "HELD": keys.HELD,
+    "HELD_DUE": keys.HELD_DUE,
+    "HELD_N": keys.HELD_N,
+    "PAUSED": keys.PAUSED,
+    "CANCEL": keys.CANCEL,
     "PRIORITY_STEP": str(PRIORITY_STEP),
     "PROMOTED_OFFSET": str(PROMOTED_OFFSET),
     "DUE_WRAP": str(DUE_WRAP),

@@ -18,6 +18,7 @@ from .calls import Claim, ClaimBatch, Enqueued, EnqueueRefused, EnqueueRequest
 from .connection import Connections, Topology, redacted
 from .exceptions import BackendUnavailable, QueueFull
 from .keys import Keys
+from .limits import queue_limits_argument
 from .options import BackendOptions
 from .sender import SyncClient, SyncSender, on_node_of
 from .serialization import dumps
@@ -166,8 +167,14 @@ class TaskStore:
         run at most every SWEEP_MS / RECONCILE_MS across workers; ``thorough`` runs both now
         (a burst worker's last look before it exits). Sent with the finishes on their way, in
         one trip (batching.py)."""
-        call = calls.claim(self.keys, self.settings, worker_id, count, queues, thorough)
+        call = calls.claim(
+            self.keys, self.settings, worker_id, count, queues, thorough, self._queue_limits
+        )
         return calls.claimed(await self.connections.batcher.run(call))
+
+    @functools.cached_property
+    def _queue_limits(self) -> str:
+        return queue_limits_argument(self.options.queue_limits)
 
     @functools.cached_property
     def _finish_head(self) -> tuple[Any, ...]:

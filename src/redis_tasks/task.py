@@ -9,12 +9,14 @@ timeout=30, backoff=fn)``. Django 6.0's decorator forwards no extra arguments; t
 from __future__ import annotations
 
 import hashlib
+import inspect
 import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from .compat import DEFAULT_TASK_QUEUE_NAME, InvalidTask, Task, task_backends
+from .limits import check_concurrency, parse_rate
 from .options import exception_path
 
 DEFAULT_BACKEND_ALIAS = "default"
@@ -33,6 +35,10 @@ class RedisTask(Task):  # type: ignore[misc,type-arg,unused-ignore]
     # attempts (the shape of Django's retry proposal); None here: retry_backoff's doubling.
     backoff: Callable[[BaseException, Any], float | None] | None = None
     isolated: bool = False  # run each attempt in a child process of its own (isolation.py)
+    # Flow control across every worker (limits.py): "100/m"; tasks at once; per argument value.
+    rate_limit: str | None = None
+    concurrency_limit: int | None = None
+    limit_key: str | None = None
 
     def unique_key(self, args_json: str, kwargs_json: str, args: Any, kwargs: Any) -> str | None:
         if self.unique is False or self.unique is None:
@@ -68,6 +74,7 @@ def validate_options(task: Any) -> None:
         value = getattr(task, name)
         if value is not None and (type(value) not in (int, float) or value <= 0):
             raise InvalidTask(f"{name} must be a positive number of seconds, not {value!r}.")
+    _validate_limits(task)
     if not isinstance(task.isolated, bool):
         raise InvalidTask(f"isolated must be True or False, not {task.isolated!r}.")
     if task.backoff is not None and not callable(task.backoff):
@@ -85,6 +92,24 @@ def validate_options(task: Any) -> None:
             raise InvalidTask(f"retry_on has {bad!r}, which are not exception classes.")
 
 
+def _validate_limits(task: RedisTask) -> None:
+    try:
+        if task.rate_limit is not None:
+            parse_rate(task.rate_limit)
+        if task.concurrency_limit is not None:
+            check_concurrency(task.concurrency_limit)
+    except ValueError as exc:
+        raise InvalidTask(f"{exc}.") from exc
+    if task.limit_key is None:
+        return
+    if task.rate_limit is None and task.concurrency_limit is None:
+        raise InvalidTask("limit_key needs a rate_limit or a concurrency_limit to apply to.")
+    if task.limit_key not in inspect.signature(task.func).parameters:
+        raise InvalidTask(
+            f"limit_key {task.limit_key!r} is not an argument of {task.func.__qualname__}."
+        )
+
+
 def task(
     function: Callable[..., Any] | None = None,
     *,
@@ -99,6 +124,9 @@ def task(
     unique: bool | str | Callable[..., Any] = False,
     backoff: Callable[[BaseException, Any], float | None] | None = None,
     isolated: bool = False,
+    rate_limit: str | None = None,
+    concurrency_limit: int | None = None,
+    limit_key: str | None = None,
 ) -> Any:
     """The framework's ``@task`` with the reliability options, on every Django version."""
 
@@ -118,6 +146,9 @@ def task(
             unique=unique,
             backoff=backoff,
             isolated=isolated,
+            rate_limit=rate_limit,
+            concurrency_limit=concurrency_limit,
+            limit_key=limit_key,
         )
 
     return wrapper(function) if function is not None else wrapper

@@ -75,9 +75,12 @@ class RedisServer:
         except OSError:
             return False
 
-    def start(self) -> RedisServer:
+    def start(self, timeout: float = START_TIMEOUT) -> RedisServer:
+        """Start it, in a new temporary directory or (after ``kill``) on the data of the last
+        run, and wait until it answers (it may first load its AOF: give it time)."""
         if self.answers():
             raise RuntimeError(f"Something already answers on port {self.port}; not using it.")
+        fresh = not self.dir
         self.dir = self.dir or tempfile.mkdtemp(prefix="redis-tasks-")
         command = [self.binary, *([self.config] if self.config else [])]
         command += ["--port", str(self.port), "--bind", "127.0.0.1", "--dir", self.dir]
@@ -85,10 +88,12 @@ class RedisServer:
         self.process = subprocess.Popen(
             command, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT
         )
-        deadline = time.monotonic() + START_TIMEOUT
+        deadline = time.monotonic() + timeout
         while not self.answers():
             if self.process.poll() is not None or time.monotonic() > deadline:
-                self.stop()
+                self.kill()
+                if fresh:  # a restart keeps its data for another try
+                    self.stop()
                 raise RuntimeError(f"{self.binary} did not start on port {self.port}")
             time.sleep(0.02)
         return self

@@ -1,15 +1,18 @@
 -- Claim up to max_count tasks for a worker, leased to it: one step, whoever else claims.
 -- KEYS: running, expiry, queues, dead, wake, workers, heads, due, swept, reconciled
 -- ARGV: prefix, worker_id, lease_ms, max_count, max_attempts, result_ttl|'', sweep_ms,
---       reconcile_ms, thorough ('1': both now), queue names... (none: every queue)
+--       reconcile_ms, thorough ('1': both now), the queues' limits (JSON, '' for none: see
+--       lib/limits.lua), queue names... (none: every queue)
 -- Returns {now, next_due|-1, {quarantined key...}, {value of each CLAIM_FIELDS..., id, token}, ...}
 -- (next_due: the earliest deferred task's due time, when fewer tasks than asked were claimed)
 --
 -- What a claim costs does not grow with the number of queues: the index (`heads`, `due`) names
 -- the queues worth reading. The parts, in order: the sweeps (claim/sweep.lua) and the check of
 -- the index (claim/reconcile.lua), each at most once per period across all workers; due
--- deferred tasks promoted to their ready sets (claim/promote.lua); the best ready tasks taken
--- and leased (claim/take.lua).
+-- deferred tasks promoted to their ready sets (claim/promote.lua); tasks a rate limit held
+-- back returned to their ready sets once their window has room (claim/release.lua); the best
+-- ready tasks taken and leased, past the ones a limit holds back and the paused queues
+-- (claim/take.lua).
 --- @include "lib/clock"
 --- @include "lib/json"
 --- @include "lib/repair"
@@ -18,6 +21,7 @@
 --- @include "lib/stats"
 --- @include "lib/finish_failed"
 --- @include "lib/attempts"
+--- @include "lib/limits"
 local now = clock_ms()
 local prefix = ARGV[1]
 local worker_id = ARGV[2]
@@ -63,7 +67,11 @@ end
 
 -- The queues served: named ones, or (none named) every queue in the index.
 local named = {}
-for i = 10, #ARGV do named[#named + 1] = ARGV[i] end
+for i = 11, #ARGV do named[#named + 1] = ARGV[i] end
+local queue_limits = ARGV[10] ~= '' and cjson.decode(ARGV[10]) or nil
+-- Paused queues (`redis_tasks pause`): their tasks wait, none is claimed.
+local paused = {}
+for _, queue in ipairs(repaired('SMEMBERS', prefix .. '{{PAUSED}}')) do paused[queue] = true end
 local function scores_of(index)  -- {queue, bound} of the named queues in the index
   local found = {}
   for first = 1, #named, 1000 do  -- unpack stays far below Lua's stack limit
@@ -80,6 +88,7 @@ end
 --- @include "claim/sweep"
 --- @include "claim/reconcile"
 --- @include "claim/promote"
+--- @include "claim/release"
 local out = {now, -1, quarantined}
 local claimed = 0
 --- @include "claim/take"
@@ -88,6 +97,7 @@ if gate_open(1, KEYS[9], tonumber(ARGV[7])) then sweep() end
 if gate_open(2, KEYS[10], tonumber(ARGV[8])) then reconcile() end
 
 local due_queues, first_due = promote()
+local next_release = release_due(max_count)
 while claim_round() and claimed < max_count do end
 
 if claimed > 0 then tally(prefix, 'started', claimed) end
@@ -106,6 +116,7 @@ if claimed < max_count then  -- the queues ran dry: the worker waits, at most un
       first = tonumber(repaired('ZRANGE', DUE, 0, 0, 'WITHSCORES')[2])
     end
   end
+  if next_release and (not first or next_release < first) then first = next_release end
   if first then out[2] = math.max(first, now) end
 end
 return out

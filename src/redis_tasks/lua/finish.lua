@@ -10,6 +10,7 @@
 --- @include "lib/unique"
 --- @include "lib/stats"
 --- @include "lib/attempts"
+--- @include "lib/limits"
 local now = clock_ms()
 local now_text = string.format('%d', now)  -- written per task: turned into text once
 local prefix, result_ttl, count = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
@@ -25,7 +26,7 @@ for t = 0, count - 1 do
   local id, token, status = ARGV[f], ARGV[f + 1], ARGV[f + 2]
   local key = prefix .. '{{TASK}}' .. id
   local held = redis.pcall('HMGET', key, 'owner', 'status', 'workers', 'unique', 'errors',
-                          'finished_at')
+                          'finished_at', 'slots', 'cancel')
   if held.err then
     out[t + 1] = 0  -- not a hash any more: rejected, nothing changed
   elseif held[1] ~= token then
@@ -34,14 +35,23 @@ for t = 0, count - 1 do
     out[t + 1] = settled_by(held, token) and held[2] == status and tonumber(held[6]) or 0
   else
     if held[4] then release_unique(prefix, key, held[4]) end
-    -- What only a waiting or running task needs goes, so a kept result takes less memory.
-    redis.call('HDEL', key, 'owner', 'score', 'expires_at')
-    local fields = {'status', status, 'finished_at', now_text}
-    if ARGV[f + 3] ~= '' then
-      fields[#fields + 1], fields[#fields + 2] = 'return', ARGV[f + 3]
+    if held[7] then release_slots(prefix, key, id) end
+    local return_json, error = ARGV[f + 3], ARGV[f + 4]
+    if held[8] then  -- an operator cancelled it while it ran: cancelled, whatever it returned
+      status, return_json = 'FAILED', ''
+      if string.sub(error, 1, 42) ~= '["redis_tasks.exceptions.TaskCancelled",' then
+        error = error_json('redis_tasks.exceptions.TaskCancelled',
+          'redis_tasks.exceptions.TaskCancelled: cancelled by an operator while it ran')
+      end
     end
-    if ARGV[f + 4] ~= '' then
-      fields[#fields + 1], fields[#fields + 2] = 'errors', json_append(held[5], ARGV[f + 4])
+    -- What only a waiting or running task needs goes, so a kept result takes less memory.
+    redis.call('HDEL', key, 'owner', 'score', 'expires_at', 'cancel')
+    local fields = {'status', status, 'finished_at', now_text}
+    if return_json ~= '' then
+      fields[#fields + 1], fields[#fields + 2] = 'return', return_json
+    end
+    if error ~= '' then
+      fields[#fields + 1], fields[#fields + 2] = 'errors', json_append(held[5], error)
     end
     redis.call('HSET', key, unpack(fields))
     if result_ttl then redis.call('EXPIRE', key, result_ttl) end

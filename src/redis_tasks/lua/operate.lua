@@ -1,5 +1,7 @@
--- Operator actions on one task. cancel: a READY task still waiting (ready or deferred) ends
--- FAILED with TaskCancelled. retry: a FAILED task, or a dead-lettered id whose hash is still
+-- Operator actions on one task. cancel: a READY task still waiting (ready, deferred or held
+-- back by a limit) ends FAILED with TaskCancelled; a RUNNING one is marked, and its worker is
+-- told through its `cancel:<worker id>` list: it cancels the task (an async one at once, a sync
+-- one at its next check), and whatever it stores then is TaskCancelled. retry: a FAILED task, or a dead-lettered id whose hash is still
 -- usable, goes back to the front of its priority; earlier attempts no longer count against
 -- max_attempts. Returns 1 when done, or an error string saying why not.
 -- KEYS: task, expiry, queues, wake, heads
@@ -16,10 +18,22 @@ local ready, deferred = prefix .. '{{READY}}' .. queue, prefix .. '{{DEFERRED}}'
 usable(ready, 'zset', now)
 usable(deferred, 'zset', now)
 if mode == 'cancel' then
+  if status == 'RUNNING' then
+    local workers = redis.call('HGET', KEYS[1], 'workers') or ''
+    local worker = cjson.decode(workers ~= '' and workers or '[]')
+    worker = worker[#worker]
+    if not worker then return 'the running task names no worker' end
+    redis.call('HSET', KEYS[1], 'cancel', '1')
+    local list = prefix .. '{{CANCEL}}' .. worker
+    redis.call('RPUSH', list, id)
+    redis.call('PEXPIRE', list, KEEP_ASIDE_MS)
+    return 1
+  end
   if status ~= 'READY' then
-    return 'only a task still waiting can be cancelled; it is ' .. tostring(status)
+    return 'only a task waiting or running can be cancelled; it is ' .. tostring(status)
   end
   local removed = redis.call('ZREM', ready, id) + redis.call('ZREM', deferred, id)
+    + unhold(prefix, KEYS[1], id, queue)
   if removed == 0 then return 'the task is not waiting in its queue' end
   redis.call('ZREM', KEYS[2], id)
   finish_failed(prefix, KEYS[1], now, 'redis_tasks.exceptions.TaskCancelled',

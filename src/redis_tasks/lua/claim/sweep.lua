@@ -20,7 +20,7 @@ local function sweep()
     local queue = valid_id(id) and is_hash(key) and redis.call('HGET', key, 'queue')
     if queue then
       local removed = repaired('ZREM', ready_of(queue), id)
-        + repaired('ZREM', deferred_of(queue), id)
+        + repaired('ZREM', deferred_of(queue), id) + unhold(prefix, key, id, queue)
       if removed > 0 then expire_waiting(id, key) end
     end
   end
@@ -32,9 +32,14 @@ local function sweep()
     local key = prefix .. '{{TASK}}' .. id
     redis.call('ZREM', KEYS[1], id)
     local fields = valid_id(id) and is_hash(key)
-      and redis.call('HMGET', key, 'queue', 'score', 'max_attempts')
+      and redis.call('HMGET', key, 'queue', 'score', 'max_attempts', 'cancel')
     if not fields or not fields[1] or not tonumber(fields[2]) then
       dead(id)
+    elseif fields[4] then  -- an operator cancelled it while it ran: cancelled, never again
+      redis.call('HDEL', key, 'cancel')
+      finish_failed(prefix, key, now, 'redis_tasks.exceptions.TaskCancelled',
+        'redis_tasks.exceptions.TaskCancelled: cancelled by an operator while it ran (its '
+        .. 'worker was lost)', result_ttl)
     else
       tally(prefix, 'lost')
       local attempts = attempts_of(key)
@@ -43,6 +48,7 @@ local function sweep()
       if attempts >= (tonumber(fields[3]) or max_attempts) then
         finish_failed(prefix, key, now, 'redis_tasks.exceptions.WorkerLost', message, result_ttl)
       else
+        release_slots(prefix, key, id)
         local errors = redis.call('HGET', key, 'errors')
         redis.call('HSET', key, 'status', 'READY', 'errors',
           json_append(errors, error_json('redis_tasks.exceptions.WorkerLost', message)))

@@ -4,19 +4,33 @@
 --    hand beat the next queue's bound: a claim reads about as many queues as it takes tasks.
 --    What is taken leaves its ready set in one ZREM per queue and enters the lease set in one
 --    ZADD; the index entries of the queues read are then set to their true heads.
+-- Whether a limit holds the candidate back (then it is held: see lib/limits.lua); its limits
+-- are left in `task_limits` for the take.
+local task_limits = {}
+local function limited(id, key, queue, score, f)
+  task_limits = limits_of(f[F.limits], queue, queue_limits)
+  if #task_limits == 0 then return false end
+  local limit = blocking(prefix, task_limits, now)
+  if not limit then return false end
+  hold(prefix, key, id, queue, score, limit, now)
+  return true
+end
+
 local function claim_round()
   local need = max_count - claimed
   local order, page_from, exhausted = {}, 0, false
   if #named > 0 then order, exhausted = scores_of(HEADS), true end
   local at = 0
   local function next_queue()
-    at = at + 1
-    if order[at] == nil and not exhausted then
-      local page = repaired('ZRANGE', HEADS, page_from, page_from + need + 7, 'WITHSCORES')
-      page_from = page_from + need + 8
-      exhausted = #page < 2 * (need + 8)
-      for i = 1, #page, 2 do order[#order + 1] = {page[i], tonumber(page[i + 1])} end
-    end
+    repeat
+      at = at + 1
+      if order[at] == nil and not exhausted then
+        local page = repaired('ZRANGE', HEADS, page_from, page_from + need + 7, 'WITHSCORES')
+        page_from = page_from + need + 8
+        exhausted = #page < 2 * (need + 8)
+        for i = 1, #page, 2 do order[#order + 1] = {page[i], tonumber(page[i + 1])} end
+      end
+    until order[at] == nil or not paused[order[at][1]]
     return order[at]
   end
   local cand, heads_read, read_order = {}, {}, {}
@@ -51,6 +65,8 @@ local function claim_round()
       repaired('ZREM', KEYS[2], id)  -- past its dispatch deadline: it fails, never runs
       expire_waiting(id, key)
       again = true
+    elseif limited(id, key, queue, cand[c][1], f) then
+      again = true  -- held back: look again for tasks that may run
     else
       claimed = claimed + 1
       -- The lease token is the attempt's number: unique to this attempt of this task (every
@@ -61,6 +77,10 @@ local function claim_round()
       -- `last_attempted_at` too), which keeps a result's hash smaller.
       local start = f[F.started_at] and 'last_attempted_at' or 'started_at'
       local fields = {'status', 'RUNNING', 'owner', token, start, now_text, 'workers', workers}
+      if #task_limits > 0 then
+        local slots = take_limits(prefix, id, token, task_limits, now)
+        if slots ~= '' then fields[#fields + 1], fields[#fields + 2] = 'slots', slots end
+      end
       -- Dispatched: the `ttl` deadline no longer applies (a retry or a recovery from a lost
       -- lease must not expire on the old one); blanked in the same write.
       if f[F.expires_at] then fields[#fields + 1], fields[#fields + 2] = 'expires_at', '' end

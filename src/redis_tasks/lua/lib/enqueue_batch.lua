@@ -7,12 +7,13 @@
 -- KEYS: queues, sequence, expiry, wake, heads, due (then anything the caller uses)
 -- ARGV from `at`: maxsize|'', ttl_ms|'', backend alias, count, then per task TASK_FIELDS values:
 --   id, queue, priority, run_after_us|'', path, args, kwargs, unique key|'',
---   max_attempts|'' (the task's own, for recovering from lost workers), signature|''
+--   max_attempts|'' (the task's own, for recovering from lost workers), signature|'',
+--   limits|'' (its own limit groups: see lib/limits.lua)
 -- Returns {1, now, existing id|'' per task} when queued, {0, waiting} when the backend would
 -- pass maxsize, {-1, id} when an id is taken by another task. An existing id is that of a
 -- unique task already queued or running, returned instead of a new one, or the task's own id
 -- when this very call was queued before (a send repeated after a lost reply: idempotent).
-local TASK_FIELDS = 10
+local TASK_FIELDS = 11
 local function enqueue_batch(prefix, at, now)
   local maxsize, ttl = tonumber(ARGV[at]), tonumber(ARGV[at + 1])
   local backend, count = ARGV[at + 2], tonumber(ARGV[at + 3])
@@ -51,6 +52,9 @@ local function enqueue_batch(prefix, at, now)
     for i = 1, #queues do
       waiting = waiting + repaired('ZCARD', prefix .. '{{READY}}' .. queues[i])
         + repaired('ZCARD', prefix .. '{{DEFERRED}}' .. queues[i])
+    end
+    for _, held in ipairs(repaired('HVALS', prefix .. '{{HELD_N}}')) do  -- held back by limits
+      waiting = waiting + (tonumber(held) or 0)
     end
     if waiting + new > maxsize then return {0, waiting} end
   end
@@ -91,6 +95,7 @@ local function enqueue_batch(prefix, at, now)
                       'enqueued_at', now_text}
       if ARGV[f + 8] ~= '' then field(fields, 'max_attempts', ARGV[f + 8]) end
       if ARGV[f + 9] ~= '' then field(fields, 'sig', ARGV[f + 9]) end
+      if ARGV[f + 10] ~= '' then field(fields, 'limits', ARGV[f + 10]) end
       if ARGV[f + 7] ~= '' then
         field(fields, 'unique', ARGV[f + 7])
         redis.call('SET', prefix .. '{{UNIQUE}}' .. ARGV[f + 7], id)
