@@ -94,7 +94,8 @@ class PayloadTooLarge(RedisTasksError, ValueError):
 
 
 class TaskCancelled(RedisTasksError):
-    """Recorded as the error of a waiting task that an operator cancelled."""
+    """Recorded as the error of a task an operator cancelled, waiting or running (a sync task
+    raises it itself at its next ``redis_tasks.cancellation.check()``); never retried."""
 
 
 class DurabilityNotConfirmed(RedisTasksError):

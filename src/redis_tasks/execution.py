@@ -15,6 +15,7 @@ import asyncio
 import functools
 import logging
 import random
+import threading
 import time
 import traceback
 from collections.abc import Awaitable, Callable
@@ -26,7 +27,7 @@ import redis
 from django.db import close_old_connections
 from django.utils.module_loading import import_string
 
-from . import signalling, signatures
+from . import cancellation, signalling, signatures
 from .calls import Claim
 from .compat import (
     TaskContext,
@@ -36,7 +37,7 @@ from .compat import (
     task_finished,
     task_started,
 )
-from .exceptions import ChildProcessDied, InvalidSignature, InvalidTaskPayload
+from .exceptions import ChildProcessDied, InvalidSignature, InvalidTaskPayload, TaskCancelled
 from .isolation import RemoteError
 from .serialization import dumps, error_json, from_ms, result_from_hash
 from .shims import django as django_shim
@@ -82,6 +83,11 @@ class Freshness:
 
 def dropped() -> Outcome:
     return Outcome(DROPPED)
+
+
+def cancelled() -> Outcome:
+    """An operator's cancel of the running task: FAILED with TaskCancelled, never retried."""
+    return failed(TaskCancelled("cancelled by an operator while it ran"))
 
 
 def error_of(exc: BaseException) -> TaskError:
@@ -176,6 +182,11 @@ def retry_delay(backend: RedisBackend, claim: Claim, result: Any, outcome: Outco
     attempt = attempts_counted(claim, result)
     if attempt >= max_attempts:
         return None
+    if isinstance(exc, TaskCancelled) or (
+        isinstance(exc, RemoteError)
+        and exc.exception_class_path == "redis_tasks.exceptions.TaskCancelled"
+    ):
+        return None  # an operator's cancel is final
     if isinstance(exc, ChildProcessDied):  # as an attempt lost with its worker: tried again
         return 0.0
     paths = task.retry_paths(config.retry_on) if hasattr(task, "retry_paths") else config.retry_on
@@ -315,11 +326,21 @@ async def fail_unrunnable(backend: RedisBackend, claim: Claim, exc: BaseExceptio
 # --- running --------------------------------------------------------------------------------
 
 
-def call_sync(backend: RedisBackend, claim: Claim, result: Any, freshness: Freshness) -> Outcome:
-    """Run a sync task's body in the calling (worker) thread: the part its timeout covers."""
+def call_sync(
+    backend: RedisBackend, claim: Claim, result: Any, freshness: Freshness,
+    cancel: threading.Event | None = None,
+) -> Outcome:  # fmt: skip
+    """Run a sync task's body in the calling (worker) thread: the part its timeout covers.
+    ``cancel`` is what ``cancellation.check()`` answers from in the body."""
     if freshness.stale() and not backend.store.owns(claim):
         return dropped()
-    return _sync_body(backend, result)
+    if cancel is None:
+        return _sync_body(backend, result)
+    token = cancellation.running_under(cancel)
+    try:
+        return _sync_body(backend, result)
+    finally:
+        cancellation.done(token)
 
 
 def _sync_body(backend: Any, result: Any) -> Outcome:
@@ -393,13 +414,13 @@ def run_here(claim: Claim) -> Outcome:
 
 async def run_sync(
     backend: RedisBackend, claim: Claim, result: Any, freshness: Freshness,
-    threads: TaskThreads, slots: Slots,
+    threads: TaskThreads, slots: Slots, cancel: threading.Event | None = None,
 ) -> Outcome:  # fmt: skip
     """Run a sync task's body in the worker's threads, for at most its timeout. Past it, or
     when the worker is shutting down (cancelled), the thread is abandoned: its late outcome is
     dropped and ``slots`` counts it until it returns."""
     timeout = timeout_of(backend, result)
-    body = threads.submit(call_sync, backend, claim, result, freshness)
+    body = threads.submit(call_sync, backend, claim, result, freshness, cancel)
     try:
         return await _within(body, timeout)
     except asyncio.CancelledError:

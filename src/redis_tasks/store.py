@@ -210,6 +210,15 @@ class TaskStore:
         now_s, now_us = await self.connections.aio.time()
         await self.connections.aio.zadd(self.keys.dead, {task_id: now_s * 1000 + now_us // 1000})
 
+    async def next_cancel(self, worker_id: str, timeout: float) -> str | None:
+        """The id of a task this worker runs that an operator cancelled, waiting at most
+        ``timeout`` seconds for one."""
+        found = await self.connections.aio.blpop([self.keys.cancel(worker_id)], timeout=timeout)
+        if found is None:
+            return None
+        task_id = found[1]
+        return task_id if isinstance(task_id, str) else task_id.decode()
+
     async def arequeue(
         self, claim: Claim, delay: float = 0, error_json: str | None = None, handback: bool = False
     ) -> int:

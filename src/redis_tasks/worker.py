@@ -17,13 +17,13 @@ import os
 import secrets
 import socket
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 import redis
 
-from . import execution
+from . import cancellation, execution
 from .capacity import Slots
 from .connection import redacted
 from .exceptions import InvalidTaskPayload
@@ -94,6 +94,8 @@ class Worker:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._threads: TaskThreads | None = None
         self._children = ChildPool()  # isolated tasks' processes
+        self.cancels = cancellation.Requests()  # operators' cancels of running tasks
+        self._jobs: dict[str, tuple[asyncio.Task[None], bool]] = {}  # id -> job, runs in a thread
 
     # --- control ------------------------------------------------------------------------
 
@@ -139,12 +141,12 @@ class Worker:
         )
         try:
             await self._warn_about_server()
-            consumers = [asyncio.create_task(self._consume(b)) for b in self.backends]
-            timers = [asyncio.create_task(self._schedule(b)) for b in self.backends]
-            for failure in await asyncio.gather(*consumers, *timers, return_exceptions=True):
-                if isinstance(failure, BaseException):
-                    logger.error("Worker %s: a loop failed", self.worker_id, exc_info=failure)
-                    self._stop()
+            consumers = [self._loop_task(self._consume(b)) for b in self.backends]
+            timers = [self._loop_task(self._schedule(b)) for b in self.backends]
+            timers += [self._loop_task(self._listen_for_cancels(b)) for b in self.backends]
+            await asyncio.gather(*consumers)
+            self._stop()  # the consumers are done (a stop, --burst, --max-tasks): so are the timers
+            await asyncio.gather(*timers)
             await self._drain()
         finally:
             heartbeat.stop()
@@ -154,6 +156,18 @@ class Worker:
             for backend in self.backends:
                 await backend.store.connections.aclose()
         logger.info("Worker %s stopped after %d tasks", self.worker_id, self.tasks_done)
+
+    def _loop_task(self, loop: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
+        """One of the worker's loops; one that fails stops the worker (with a log line)."""
+
+        async def guarded() -> None:
+            try:
+                await loop
+            except Exception:
+                logger.exception("Worker %s: a loop failed; stopping", self.worker_id)
+                self._stop()
+
+        return asyncio.create_task(guarded())
 
     async def _drain(self) -> None:
         """Give running tasks the grace period, then hand back those whose body still runs.
@@ -325,18 +339,24 @@ class Worker:
         """Run one claimed task and settle its outcome. Its slot is free again as soon as its
         body is over, so that the next claim rides in one trip with this finish."""
         assert self.slots is not None and self._threads is not None
+        job = asyncio.current_task()
+        assert job is not None
         try:
             try:
                 result = execution.prepare(backend, claim)
                 if execution.isolate(backend, result):
+                    self._jobs[claim.task_id] = (job, False)
                     outcome = await execution.run_isolated(
                         backend, claim, result, freshness, self._children
                     )
                 elif execution.is_async(result):
+                    self._jobs[claim.task_id] = (job, False)
                     outcome = await execution.run_async(backend, claim, result, freshness)
                 else:
+                    self._jobs[claim.task_id] = (job, True)
+                    cancel = self.cancels.event_for(claim.task_id)
                     outcome = await execution.run_sync(
-                        backend, claim, result, freshness, self._threads, self.slots
+                        backend, claim, result, freshness, self._threads, self.slots, cancel
                     )
                     self._restart_if_too_many_abandoned()
             finally:
@@ -347,17 +367,25 @@ class Worker:
                     "attempt owns it now, so it was dropped unrun", claim.task_id,
                 )  # fmt: skip
                 return
+            if self.cancels.requested(claim.task_id):  # it ran to its end anyway
+                outcome = execution.cancelled()
             # The outcome is this worker's to store, even at shutdown: never handed back now.
-            self._settling.add(asyncio.current_task())  # type: ignore[arg-type]
+            self._settling.add(job)
             status = await execution.settle(backend, claim, result, outcome)
             self.tasks_failed += status == "FAILED"
         except InvalidTaskPayload as exc:
             await execution.fail_unrunnable(backend, claim, exc)
             self.tasks_failed += 1
         except asyncio.CancelledError:
-            # Shutdown after the grace period: back to the queue at once, not counted as a
-            # failure. A sync task's thread runs on, but its late outcome is dropped.
-            await self._hand_back(backend, claim)
+            if self.cancels.requested(claim.task_id) and job.uncancel() == 0:
+                # An operator's cancel, not a shutdown: the task ends FAILED, TaskCancelled.
+                self._settling.add(job)
+                await execution.settle(backend, claim, result, execution.cancelled())
+                self.tasks_failed += 1
+            else:
+                # Shutdown after the grace period: back to the queue at once, not counted as
+                # a failure. A sync task's thread runs on, but its late outcome is dropped.
+                await self._hand_back(backend, claim)
         except (redis.ConnectionError, redis.TimeoutError, OSError) as exc:
             # Redis stayed away longer than the lease could hold (or the worker was paused
             # meanwhile): expected under outages, so a line, not a traceback.
@@ -371,11 +399,35 @@ class Worker:
                 self.worker_id, claim.task_id,
             )  # fmt: skip
         finally:
-            self._settling.discard(asyncio.current_task())
+            self._settling.discard(job)
+            self._jobs.pop(claim.task_id, None)
+            self.cancels.forget(claim.task_id)
             self.leases.drop(backend.alias, claim.task_id)
             self.tasks_done += 1
             if self.on_task_done is not None:
                 self.on_task_done()
+
+    async def _listen_for_cancels(self, backend: RedisBackend) -> None:
+        """Operators' cancels of tasks this worker runs, as they come (within about a second:
+        the wait is renewed every second, and a stop ends it)."""
+        backoff = BACKOFF_MIN
+        while not self.stopping:
+            try:
+                task_id = await backend.store.next_cancel(self.worker_id, 1.0)
+                backoff = BACKOFF_MIN
+            except (redis.RedisError, OSError):  # the consumer reports outages
+                await self._sleep(backoff)
+                backoff = min(backoff * 2, BACKOFF_MAX)
+                continue
+            if task_id is not None:
+                self._cancel(task_id)
+
+    def _cancel(self, task_id: str) -> None:
+        self.cancels.request(task_id)  # a sync task sees it at its next check
+        found = self._jobs.get(task_id)
+        if found is not None and not found[1]:  # an async or isolated task: cancelled now
+            logger.info("Task %s cancelled by an operator", task_id)
+            found[0].cancel()
 
     def _restart_if_too_many_abandoned(self) -> None:
         """Too many threads of timed-out sync tasks still run: stop, so that a fresh process
