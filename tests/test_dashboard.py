@@ -387,7 +387,7 @@ def test_refused_actions_report_the_reason(manager: Client) -> None:
     assert text.startswith("Not retried: ") and "only a failed or dead-lettered task" in text
     response = manager.post(reverse(CANCEL, args=["default", str(ok.id)]), {"confirm": "yes"})
     text = texts(response)[-1]  # (the first message was never displayed: still queued)
-    assert text.startswith("Not cancelled: ") and "only a task still waiting" in text
+    assert text.startswith("Not cancelled: ") and "only a task waiting or running" in text
     response = manager.post(reverse(RETRY, args=["default", "f" * 32]))
     assert "no such task" in texts(response)[-1]
 

@@ -56,6 +56,10 @@ class RedisCollector(Collector):
             labels=["backend", "state"],
         )  # fmt: skip
         workers = GaugeMetricFamily("redis_tasks_workers", "Live workers.", labels=["backend"])
+        paused = GaugeMetricFamily(
+            "redis_tasks_queue_paused", "1 for a paused queue (no worker claims from it).",
+            labels=["backend", "queue"],
+        )  # fmt: skip
         events = CounterMetricFamily(
             "redis_tasks_events", "Task events counted in Redis, for all processes.",
             labels=["backend", "event"],
@@ -66,6 +70,8 @@ class RedisCollector(Collector):
             for queue, counts in view["queues"].items():
                 for state, n in counts.items():
                     depth.add_metric([backend.alias, queue, state], n)
+                depth.add_metric([backend.alias, queue, "held"], view["held"].get(queue, 0))
+                paused.add_metric([backend.alias, queue], 1 if queue in view["paused"] else 0)
             for state, n in view["totals"].items():
                 totals.add_metric([backend.alias, state], n)
             workers.add_metric([backend.alias], len(view["workers"]))
@@ -73,7 +79,7 @@ class RedisCollector(Collector):
             counted = {k.decode(): int(v) for k, v in raw.items()}  # type: ignore[union-attr]
             for event in EVENTS:
                 events.add_metric([backend.alias, event], counted.get(event, 0))
-        yield from (depth, totals, workers, events)
+        yield from (depth, totals, workers, paused, events)
 
 
 _collector: RedisCollector | None = None

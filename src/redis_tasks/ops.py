@@ -111,9 +111,28 @@ class Inspector:
         known = cast(set[bytes], self.client.smembers(self.keys.queues))
         return sorted({q.decode(errors="replace") for q in known} | set(self.backend.queues))
 
+    def paused(self) -> list[str]:
+        """Queues no worker claims from (``pause``)."""
+        members = cast(set[bytes], self.client.smembers(self.keys.paused))
+        return sorted(q.decode(errors="replace") for q in members)
+
+    def pause(self, queue: str) -> None:
+        """No worker claims from ``queue`` until it is resumed; enqueues go on, and the state
+        holds across worker restarts (it lives in Redis)."""
+        self.client.sadd(self.keys.paused, queue)
+
+    def resume(self, queue: str) -> None:
+        """Workers claim from ``queue`` again (woken at once)."""
+        pipe = self.client.pipeline(transaction=True)
+        pipe.srem(self.keys.paused, queue)
+        pipe.lpush(self.keys.wake, "1")
+        pipe.execute()
+
     def overview(self) -> dict[str, Any]:
-        """Counts by state, per queue and in all, and the live workers."""
-        queues = self.queues()
+        """Counts by state, per queue (paused ones too, even empty) and in all, and the live
+        workers."""
+        paused = self.paused()
+        queues = sorted(set(self.queues()) | set(paused))
         pipe = self.client.pipeline(transaction=False)
         for q in queues:
             pipe.zcard(self.keys.ready(q))
@@ -122,8 +141,12 @@ class Inspector:
         pipe.zcard(self.keys.done("FAILED"))
         pipe.zcard(self.keys.done("SUCCESSFUL"))
         pipe.zcard(self.keys.dead)
+        pipe.hgetall(self.keys.held_n)
+        *replies, held_raw = pipe.execute(raise_on_error=False)
         # A wrong-typed key (moved aside by the next claim) counts as empty, not as a failure.
-        counts = [c if isinstance(c, int) else 0 for c in pipe.execute(raise_on_error=False)]
+        counts = [c if isinstance(c, int) else 0 for c in replies]
+        held_raw = held_raw if isinstance(held_raw, dict) else {}
+        held = {k.decode(errors="replace"): int(v) for k, v in held_raw.items() if int(v) > 0}
         per_queue = {q: {"ready": counts[2 * i], "deferred": counts[2 * i + 1]}
                      for i, q in enumerate(queues)}  # fmt: skip
         running, failed, successful, dead = counts[-4:]
@@ -131,6 +154,8 @@ class Inspector:
             "backend": self.backend.alias,
             "namespace": self.keys.namespace,
             "queues": per_queue,
+            "paused": paused,
+            "held": held,  # per queue: tasks a rate or concurrency limit holds back now
             "totals": {
                 "ready": sum(c["ready"] for c in per_queue.values()),
                 "deferred": sum(c["deferred"] for c in per_queue.values()),
@@ -261,7 +286,10 @@ class Inspector:
             raise OperationRefused(f"cannot {mode} task {task_id!r}: {refused}")
 
     def cancel(self, task_id: str) -> None:
-        """A waiting (ready or deferred) task ends FAILED with TaskCancelled and never runs."""
+        """A waiting task (ready, deferred, or held back by a limit) ends FAILED with
+        TaskCancelled and never runs; a running one is cancelled by its worker within about a
+        second (an async task at once, a sync one at its next ``cancellation.check()``) and
+        ends the same way."""
         self._operate(task_id, "cancel")
 
     def retry(self, task_id: str) -> None:

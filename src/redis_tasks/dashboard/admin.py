@@ -67,6 +67,7 @@ class DashboardAdmin(ModelAdminBase):
             ),
             path("purge/<str:backend>/", wrap(views.purge), name="redis_tasks_dashboard_purge"),
             path("drain/<str:backend>/", wrap(views.drain), name="redis_tasks_dashboard_drain"),
+            path("pause/<str:backend>/", wrap(views.pause), name="redis_tasks_dashboard_pause"),
         ]
 
 

@@ -90,6 +90,7 @@ class BackendOverview:
     cards: list[tuple[str, str, int, str]] = field(default_factory=list)
     drain_url: str = ""
     purge_url: str = ""
+    pause_url: str = ""
 
 
 def throughput(inspector: Inspector) -> Throughput:
@@ -116,7 +117,11 @@ def backend_overview(backend: RedisBackend) -> BackendOverview:
         found.error = f"{type(exc).__name__}: {exc}"
         return found
     found.totals = data["totals"]
-    found.queues = [{"name": name, **counts} for name, counts in data["queues"].items()]
+    found.queues = [
+        {"name": name, **counts, "held": data["held"].get(name, 0),
+         "paused": name in data["paused"]}
+        for name, counts in data["queues"].items()
+    ]  # fmt: skip
     for worker in data["workers"]:
         worker["started"] = started = _datetime(worker.get("started_at"))
         worker["uptime"] = ""
@@ -282,7 +287,7 @@ def can_retry(data: dict[str, Any]) -> bool:
 
 
 def can_cancel(data: dict[str, Any]) -> bool:
-    return data.get("state") in WAITING
+    return data.get("state") in (*WAITING, "running")
 
 
 # --- actions ---------------------------------------------------------------------------------

@@ -182,6 +182,7 @@ def overview(model_admin: DashboardAdmin, request: HttpRequest) -> HttpResponse:
             for state, label in queries.STATE_LABELS.items()
         ]
         b.drain_url = _url(model_admin, "redis_tasks_dashboard_drain", b.alias)
+        b.pause_url = _url(model_admin, "redis_tasks_dashboard_pause", b.alias)
         b.purge_url = _url(model_admin, "redis_tasks_dashboard_purge", b.alias)
         for q in b.queues:
             q["url"] = q["ready_url"] = listing(backend=b.alias, state="ready", queue=q["name"])
@@ -344,14 +345,16 @@ def retry(
 def cancel(
     model_admin: DashboardAdmin, request: HttpRequest, backend: str, task_id: str
 ) -> HttpResponse:
-    """Cancel a waiting task: it ends FAILED with TaskCancelled and never runs."""
+    """Cancel a task, waiting or running: it ends FAILED with TaskCancelled."""
     _require_manage(request)
     inspector = Inspector(_backend(backend))
     back = _next(request, _url(model_admin, "redis_tasks_dashboard_task", backend, task_id))
     if not _confirmed(request):
-        lines = [f"Task {task_id} of backend {backend!r} will not run: its result becomes "
-                 "FAILED with TaskCancelled. This cannot be undone (but the task can be "
-                 "retried afterwards)."]  # fmt: skip
+        lines = [f"Task {task_id} of backend {backend!r} will be stopped: a waiting task never "
+                 "runs; a running one is cancelled by its worker within about a second (a sync "
+                 "task at its next cancellation.check()). Its result becomes FAILED with "
+                 "TaskCancelled. This cannot be undone (but the task can be retried "
+                 "afterwards)."]  # fmt: skip
         return _confirm(model_admin, request, "Cancel this task?", lines, "Yes, cancel it", back)
     try:
         inspector.cancel(task_id)
@@ -403,6 +406,33 @@ def purge(model_admin: DashboardAdmin, request: HttpRequest, backend: str) -> Ht
         model_admin.message_user(
             request, f"Purged {removed} finished results of backend {backend!r}.", messages.SUCCESS
         )
+    return HttpResponseRedirect(back)
+
+
+@post_only
+def pause(model_admin: DashboardAdmin, request: HttpRequest, backend: str) -> HttpResponse:
+    """Pause a queue (no worker claims from it), or resume it (``resume=1``)."""
+    _require_manage(request)
+    inspector = Inspector(_backend(backend))
+    back = _next(request, overview_url(model_admin))
+    queue = request.POST.get("queue") or ""
+    resume = request.POST.get("resume") == "1"
+    try:
+        if queue not in inspector.queues():
+            model_admin.message_user(
+                request, f"No queue {queue!r} in backend {backend!r}.", messages.ERROR
+            )
+            return HttpResponseRedirect(back)
+        (inspector.resume if resume else inspector.pause)(queue)
+    except redis.RedisError as exc:
+        model_admin.message_user(request, f"Not done: {exc}", messages.ERROR)
+        return HttpResponseRedirect(back)
+    done = (
+        "resumed: workers claim from it again"
+        if resume
+        else ("paused: no worker claims from it until it is resumed; enqueues go on")
+    )
+    model_admin.message_user(request, f"Queue {queue!r} {done}.", messages.SUCCESS)
     return HttpResponseRedirect(back)
 
 

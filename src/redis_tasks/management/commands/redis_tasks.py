@@ -7,6 +7,7 @@
     redis_tasks cancel ID [ID ...]          a waiting task never runs (FAILED, TaskCancelled)
     redis_tasks purge --older-than 7d       delete finished results older than an age
     redis_tasks drain QUEUE                 cancel every waiting task of a queue
+    redis_tasks pause QUEUE / resume QUEUE  no worker claims from a queue / they do again
 
 ``--json`` prints machine-readable output; destructive actions ask first unless ``--yes``.
 """
@@ -92,7 +93,7 @@ class Command(BaseCommand):
         show.add_argument("id")
         for name, what in (
             ("retry", "Run failed or dead-lettered tasks again."),
-            ("cancel", "Cancel waiting (ready or deferred) tasks."),
+            ("cancel", "Cancel tasks, waiting or running."),
         ):
             each = action(name, what)
             each.add_argument("ids", nargs="+", metavar="ID")
@@ -102,6 +103,11 @@ class Command(BaseCommand):
             "--older-than", type=age, required=True, metavar="AGE", help="e.g. 3600, 30m, 12h, 7d"
         )
         purge.add_argument("--yes", action="store_true", help="Do not ask.")
+        for name, what in (
+            ("pause", "No worker claims from these queues (they keep taking enqueues)."),
+            ("resume", "Workers claim from these queues again."),
+        ):
+            action(name, what).add_argument("queues", nargs="+", metavar="QUEUE")
         drain = action("drain", "Cancel every waiting task of a queue.")
         drain.add_argument("queue")
         drain.add_argument("--yes", action="store_true", help="Do not ask.")  # fmt: skip
@@ -162,8 +168,10 @@ class Command(BaseCommand):
         for view in views:
             t = view["totals"]
             lines.append(f"Backend {view['backend']!r} (Redis namespace {view['namespace']!r})")
-            rows: list[tuple[Any, ...]] = [("QUEUE", "READY", "DEFERRED")]
-            rows += [(q, c["ready"], c["deferred"]) for q, c in sorted(view["queues"].items())]
+            rows: list[tuple[Any, ...]] = [("QUEUE", "READY", "DEFERRED", "HELD BACK", "STATE")]
+            rows += [(q, c["ready"], c["deferred"], view["held"].get(q, 0),
+                      "paused" if q in view["paused"] else "")
+                     for q, c in sorted(view["queues"].items())]  # fmt: skip
             lines.append(self.table(rows))
             lines.append(f"running {t['running']}, failed {t['failed']}, successful kept "
                          f"{t['successful']}, dead-lettered {t['dead']}")  # fmt: skip
@@ -251,3 +259,19 @@ class Command(BaseCommand):
                 bar.clear()
             drained[backend.alias] = done
         self.emit(drained, "\n".join(f"{a}: {n} task(s) cancelled" for a, n in drained.items()))
+
+    def do_pause(self, backends: list[RedisBackend], options: dict[str, Any]) -> None:
+        self._pausing(backends, options["queues"], "pause")
+
+    def do_resume(self, backends: list[RedisBackend], options: dict[str, Any]) -> None:
+        self._pausing(backends, options["queues"], "resume")
+
+    def _pausing(self, backends: list[RedisBackend], queues: list[str], verb: str) -> None:
+        for backend in backends:
+            inspector = Inspector(backend)
+            for queue in queues:
+                getattr(inspector, verb)(queue)
+        done = {b.alias: Inspector(b).paused() for b in backends}
+        self.emit({"paused": done}, "\n".join(
+            f"{alias}: paused queues: {', '.join(p) or 'none'}" for alias, p in done.items()
+        ))  # fmt: skip
