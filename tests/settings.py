@@ -133,6 +133,12 @@ TASKS["signed"] = {
     "LOCATION": f"{REDIS_URL}/12",
     "sign_payloads": True,
 }
+# Queue limits (tests/test_flow_control.py).
+TASKS["limited"] = {
+    "BACKEND": "redis_tasks.backend.RedisBackend",
+    "LOCATION": f"{REDIS_URL}/12",
+    "queue_limits": {"slow": {"concurrency_limit": 1}, "metered": {"rate_limit": "3/s"}},
+}
 # Fault-injection tests shorten leases in the worker processes they start.
 if "REDIS_TASKS_TEST_LEASE" in os.environ:
     TASKS["default"]["lease_timeout"] = float(os.environ["REDIS_TASKS_TEST_LEASE"])

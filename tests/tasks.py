@@ -334,3 +334,63 @@ def isolated_hangs() -> None:
 @redis_task(isolated=True, max_attempts=2, retry_on=[ValueError], retry_backoff=0.01)
 def isolated_raises(message: str) -> None:
     raise ValueError(message)
+
+
+# --- flow control (tests/test_flow_control.py) -----------------------------------------------
+
+
+def _stamp(path: str, label: str) -> None:
+    with open(path, "a") as f:
+        f.write(f"{label} {time.time():.6f} {os.getpid()}\n")
+
+
+@redis_task(rate_limit="4/s")
+def rate_limited(path: str, n: int) -> int:
+    _stamp(path, f"start-{n}")
+    return n
+
+
+@redis_task(concurrency_limit=2)
+def two_at_once(path: str, n: int, seconds: float = 0.3) -> int:
+    _stamp(path, f"start-{n}")
+    time.sleep(seconds)
+    _stamp(path, f"end-{n}")
+    return n
+
+
+@redis_task(concurrency_limit=1, limit_key="customer")
+def one_per_customer(path: str, customer: str, n: int) -> str:
+    _stamp(path, f"start-{customer}-{n}")
+    time.sleep(0.3)
+    _stamp(path, f"end-{customer}-{n}")
+    return customer
+
+
+@redis_task(rate_limit="1/m")
+def once_a_minute(n: int) -> int:
+    return n
+
+
+@redis_task(concurrency_limit=1)
+async def async_waits_long(path: str) -> str:
+    _stamp(path, "start")
+    await asyncio.sleep(30)
+    return "not cancelled"
+
+
+@redis_task()
+def sync_checks_for_cancel(path: str) -> str:
+    from redis_tasks import cancellation
+
+    _stamp(path, "start")
+    for _ in range(600):
+        cancellation.check()
+        time.sleep(0.05)
+    return "not cancelled"
+
+
+@redis_task()
+def sync_ignores_cancel(path: str, seconds: float) -> str:
+    _stamp(path, "start")
+    time.sleep(seconds)
+    return "finished anyway"
