@@ -19,3 +19,8 @@ async def anoop() -> None:
 @redis_task(isolated=True)  # type: ignore[untyped-decorator]
 def isolated_noop() -> None:
     """A sync no-op run in a child process (benchmarks/isolation.py)."""
+
+
+@redis_task(rate_limit="2/s")  # type: ignore[untyped-decorator]
+def throttled_noop() -> None:
+    """Two a second across every worker (benchmarks/flow_control.py)."""
