@@ -123,6 +123,7 @@ def test_an_idle_worker_waits_for_the_window_instead_of_spinning(background: Any
                for n in range(7)]  # fmt: skip
     stats = Keys(backend.config.namespace).stats
     client = backend.store.connections.sync
+    client.config_resetstat()  # counted from here
     background("limited")
     finished(results, timeout=20)
     started = sorted(r.started_at.timestamp() for r in results)

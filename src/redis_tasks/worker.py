@@ -143,11 +143,13 @@ class Worker:
             await self._warn_about_server()
             consumers = [self._loop_task(self._consume(b)) for b in self.backends]
             timers = [self._loop_task(self._schedule(b)) for b in self.backends]
-            timers += [self._loop_task(self._listen_for_cancels(b)) for b in self.backends]
+            listeners = [self._loop_task(self._listen_for_cancels(b)) for b in self.backends]
             await asyncio.gather(*consumers)
             self._stop()  # the consumers are done (a stop, --burst, --max-tasks): so are the timers
-            await asyncio.gather(*timers)
-            await self._drain()
+            await self._drain()  # the grace starts now, not once the timers have noticed
+            for listener in listeners:  # waiting on Redis for up to a second: not worth it now
+                listener.cancel()
+            await asyncio.gather(*timers, *listeners, return_exceptions=True)
         finally:
             heartbeat.stop()
             await self._children.close()
