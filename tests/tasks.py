@@ -394,3 +394,47 @@ def sync_ignores_cancel(path: str, seconds: float) -> str:
     _stamp(path, "start")
     time.sleep(seconds)
     return "finished anyway"
+
+
+# --- workflows (tests/test_workflows.py) -----------------------------------------------------
+
+
+@task()
+def wf_double(x: int) -> int:
+    return x * 2
+
+
+@task()
+def wf_add(x: int, y: int) -> int:
+    return x + y
+
+
+@task()
+def wf_fail(x: int) -> None:
+    raise ValueError(f"step refused {x}")
+
+
+@task()
+def wf_square(path: str, n: int, seconds: float = 0.0) -> int:
+    _stamp(path, f"member-{n}")
+    time.sleep(seconds)
+    return n * n
+
+
+@task()
+def wf_collect(values: list[int], path: str = "") -> int:
+    if path:
+        _stamp(path, "callback-0")
+    return sum(values)
+
+
+@redis_task(max_attempts=3, retry_on=[ConnectionError], retry_backoff=0.01, takes_context=True)
+def wf_flaky_member(context: Any, n: int) -> int:
+    if context.attempt <= 2:
+        raise ConnectionError(f"attempt {context.attempt} fails")
+    return n
+
+
+@redis_task(unique=True)
+def wf_unique_member(n: int) -> int:
+    return n

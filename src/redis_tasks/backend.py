@@ -204,7 +204,8 @@ class RedisBackend(BaseTaskBackend):  # type: ignore[misc,unused-ignore]
             requests.append(request)
         return results, requests
 
-    def _in_commit_scope(self) -> bool:
+    def in_commit_scope(self) -> bool:
+        """Whether an enqueue now waits for a transaction's commit (``enqueue_on_commit``)."""
         alias = self.config.enqueue_on_commit
         return alias is not None and connections[alias].in_atomic_block
 
@@ -263,7 +264,7 @@ class RedisBackend(BaseTaskBackend):  # type: ignore[misc,unused-ignore]
         results, requests = self.prepare_many(task, calls)
         if not requests:
             return []
-        if self._in_commit_scope():
+        if self.in_commit_scope():
             alias = self.config.enqueue_on_commit
             transaction.on_commit(lambda: self._send(results, requests), using=alias)
             return results
@@ -272,7 +273,7 @@ class RedisBackend(BaseTaskBackend):  # type: ignore[misc,unused-ignore]
     async def aenqueue_many(self, task: Any, calls: Iterable[tuple[Any, Any]]) -> list[Any]:
         if (
             self.config.enqueue_on_commit is not None
-            and await sync_to_async(self._in_commit_scope)()
+            and await sync_to_async(self.in_commit_scope)()
         ):
             # Transactions belong to the sync thread that runs this context's database code.
             return await sync_to_async(self.enqueue_many)(task, list(calls))

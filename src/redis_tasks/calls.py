@@ -7,6 +7,7 @@ their failures into the errors callers see.
 from __future__ import annotations
 
 import functools
+import json
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -52,6 +53,7 @@ class EnqueueRequest(NamedTuple):
     max_attempts: int | None = None  # the task's own; None: the backend's
     signature: str | None = None  # with sign_payloads (signatures.py)
     limits: str | None = None  # the task's own limit groups (limits.task_limits)
+    workflow: str | None = None  # '<workflow id>|<position>' (workflows.py)
 
 
 class Enqueued(NamedTuple):
@@ -77,7 +79,7 @@ def _batch(settings: Settings, requests: Sequence[EnqueueRequest]) -> list[Any]:
         argv += [
             r.task_id, r.queue, r.priority, _blank(r.run_after_us), r.path, r.args_json,
             r.kwargs_json, r.unique_key or "", _blank(r.max_attempts), r.signature or "",
-            r.limits or "",
+            r.limits or "", r.workflow or "",
         ]  # fmt: skip
     return argv
 
@@ -97,6 +99,18 @@ def enqueued(reply: list[Any]) -> Enqueued | EnqueueRefused:
     if reply[0] == 0:
         return EnqueueRefused(waiting=int(reply[1]))
     return EnqueueRefused(taken_id=reply[1].decode())
+
+
+def workflow(
+    k: Keys, settings: Settings, workflow_id: str, record: dict[str, str],
+    requests: Sequence[EnqueueRequest],
+) -> Call:  # fmt: skip
+    """A workflow's record and its first tasks, all or none; its reply is the enqueue's."""
+    return Call(
+        scripts.WORKFLOW,
+        [*_enqueue_keys(k), k.workflow(workflow_id)],
+        [k.prefix, json.dumps(record), *_batch(settings, requests)],
+    )
 
 
 def tick(

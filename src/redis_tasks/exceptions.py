@@ -89,6 +89,21 @@ class ChildProcessDied(RedisTasksError):
         self.returncode = returncode
 
 
+class WaitTimeout(RedisTasksError, TimeoutError):
+    """A wait for a task (``redis_tasks.waiting``) ran out of time; the task goes on."""
+
+    def __init__(self, task_id: str, timeout: float | None) -> None:
+        super().__init__(
+            f"task {task_id} did not finish within {timeout:g}s; it is still waiting or "
+            "running (the wait ended, not the task)"
+        )
+        self.task_id = task_id
+
+
+class ChordMemberFailed(RedisTasksError):
+    """Recorded as the error of a chord's callback, which did not run: a member failed."""
+
+
 class PayloadTooLarge(RedisTasksError, ValueError):
     """Task arguments larger than the backend's ``max_payload_bytes``; nothing was queued."""
 

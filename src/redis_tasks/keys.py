@@ -42,6 +42,9 @@ HELD_DUE = "held_due"  # sorted set: '<group>|<count>|<period_ms>' -> when its w
 HELD_N = "held_n"  # hash: queue -> tasks held back
 PAUSED = "paused"  # set: queues no worker claims from
 CANCEL = "cancel:"  # + worker id; list: ids of its running tasks an operator cancelled
+WORKFLOW = "workflow:"  # + workflow id; hash: a chain, group or chord (lua/lib/workflow.lua)
+WAITING = "waiting:"  # + task id; string with an expiry: someone waits for its outcome
+NOTIFY = "notify:"  # + task id; list: a token per final outcome, for its waiters
 
 
 def prefix_for(namespace: str) -> str:
@@ -144,3 +147,12 @@ class Keys:
 
     def cancel(self, worker_id: str) -> str:
         return self.prefix + CANCEL + worker_id
+
+    def workflow(self, workflow_id: str) -> str:
+        return self.prefix + WORKFLOW + workflow_id
+
+    def waiting(self, task_id: str) -> str:
+        return self.prefix + WAITING + task_id
+
+    def notify(self, task_id: str) -> str:
+        return self.prefix + NOTIFY + task_id

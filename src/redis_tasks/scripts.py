@@ -46,6 +46,8 @@ SPLICED: dict[str, str] = {
     "QUEUES": keys.QUEUES,
     "HEADS": keys.HEADS,
     "WAKE": keys.WAKE,
+    "EXPIRY": keys.EXPIRY,
+    "SEQUENCE": keys.SEQUENCE,
     "CSLOTS": keys.CSLOTS,
     "RSTARTS": keys.RSTARTS,
     "HELD": keys.HELD,
@@ -53,6 +55,10 @@ SPLICED: dict[str, str] = {
     "HELD_N": keys.HELD_N,
     "PAUSED": keys.PAUSED,
     "CANCEL": keys.CANCEL,
+    "DUE": keys.DUE,
+    "WORKFLOW": keys.WORKFLOW,
+    "WAITING": keys.WAITING,
+    "NOTIFY": keys.NOTIFY,
     "PRIORITY_STEP": str(PRIORITY_STEP),
     "PROMOTED_OFFSET": str(PROMOTED_OFFSET),
     "DUE_WRAP": str(DUE_WRAP),
@@ -107,5 +113,6 @@ FINISH = load("finish")
 REQUEUE = load("requeue")
 RENEW = load("renew")
 OPERATE = load("operate")
+WORKFLOW = load("workflow")
 PURGE = load("purge")
-ALL = (ENQUEUE, TICK, CLAIM, FINISH, REQUEUE, RENEW, OPERATE, PURGE)
+ALL = (ENQUEUE, TICK, CLAIM, FINISH, REQUEUE, RENEW, OPERATE, PURGE, WORKFLOW)

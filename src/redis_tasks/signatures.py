@@ -13,11 +13,13 @@ has run. A task whose signature is missing or wrong is never run: it fails with
 from __future__ import annotations
 
 import functools
+import json
 
 from django.conf import settings
 from django.core.signing import BadSignature, Signer
 
 from .exceptions import InvalidSignature
+from .serialization import dumps
 
 SALT = "redis_tasks.payload"
 
@@ -51,9 +53,12 @@ def verify(task_id: str, fields: dict[bytes, bytes]) -> None:
             "(sign_payloads); it was not queued by this project's enqueue"
         )
     try:
-        text = _signed_text(task_id, *(fields[k].decode() for k in (b"path", b"args", b"kwargs")))
+        path, args, kwargs = (fields[k].decode() for k in (b"path", b"args", b"kwargs"))
+        if fields.get(b"wf_prev"):  # its first argument came from the step before it
+            args = dumps(json.loads(args)[1:])
+        text = _signed_text(task_id, path, args, kwargs)
         _signer().unsign(f"{text}:{signature.decode()}")
-    except (KeyError, UnicodeDecodeError, BadSignature) as exc:
+    except (KeyError, ValueError, TypeError, BadSignature) as exc:
         raise InvalidSignature(
             f"task {task_id!r} has a signature that its id, path and arguments do not match "
             "under SECRET_KEY or SECRET_KEY_FALLBACKS (forged, altered, or signed with a key "

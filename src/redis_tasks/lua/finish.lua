@@ -11,6 +11,8 @@
 --- @include "lib/stats"
 --- @include "lib/attempts"
 --- @include "lib/limits"
+--- @include "lib/workflow"
+--- @include "lib/notify"
 local now = clock_ms()
 local now_text = string.format('%d', now)  -- written per task: turned into text once
 local prefix, result_ttl, count = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
@@ -26,7 +28,7 @@ for t = 0, count - 1 do
   local id, token, status = ARGV[f], ARGV[f + 1], ARGV[f + 2]
   local key = prefix .. '{{TASK}}' .. id
   local held = redis.pcall('HMGET', key, 'owner', 'status', 'workers', 'unique', 'errors',
-                          'finished_at', 'slots', 'cancel')
+                          'finished_at', 'slots', 'cancel', 'wf')
   if held.err then
     out[t + 1] = 0  -- not a hash any more: rejected, nothing changed
   elseif held[1] ~= token then
@@ -58,6 +60,8 @@ for t = 0, count - 1 do
     local index = done[status]
     index[#index + 1], index[#index + 2] = now_text, id
     finished[#finished + 1] = id
+    if held[9] then workflow_outcome(prefix, key, id, held[9], status, return_json, now) end
+    notify_waiters(prefix, id)
     if status == 'SUCCESSFUL' then succeeded = succeeded + 1 else failed = failed + 1 end
     out[t + 1] = now
   end

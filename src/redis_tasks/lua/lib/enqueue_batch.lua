@@ -3,17 +3,18 @@
 --- @include "lib/unique"
 --- @include "lib/index"
 --- @include "lib/stats"
+--- @include "lib/write_task"
 -- Queue a batch of tasks, all or none (shared by enqueue.lua and tick.lua).
 -- KEYS: queues, sequence, expiry, wake, heads, due (then anything the caller uses)
 -- ARGV from `at`: maxsize|'', ttl_ms|'', backend alias, count, then per task TASK_FIELDS values:
 --   id, queue, priority, run_after_us|'', path, args, kwargs, unique key|'',
 --   max_attempts|'' (the task's own, for recovering from lost workers), signature|'',
---   limits|'' (its own limit groups: see lib/limits.lua)
+--   limits|'' (its own limit groups: see lib/limits.lua), wf|'' (its workflow: lib/workflow.lua)
 -- Returns {1, now, existing id|'' per task} when queued, {0, waiting} when the backend would
 -- pass maxsize, {-1, id} when an id is taken by another task. An existing id is that of a
 -- unique task already queued or running, returned instead of a new one, or the task's own id
 -- when this very call was queued before (a send repeated after a lost reply: idempotent).
-local TASK_FIELDS = 11
+local TASK_FIELDS = 12
 local function enqueue_batch(prefix, at, now)
   local maxsize, ttl = tonumber(ARGV[at]), tonumber(ARGV[at + 1])
   local backend, count = ARGV[at + 2], tonumber(ARGV[at + 3])
@@ -64,9 +65,6 @@ local function enqueue_batch(prefix, at, now)
   -- with '%.17g' by Redis, which costs as much as a small command.
   local now_text = string.format('%d', now)
   local added, best_ready, best_text, first_due, due_text = {}, {}, {}, {}, {}
-  local function field(fields, name, value)
-    fields[#fields + 1], fields[#fields + 2] = name, value
-  end
   -- One sequence number per new task, all taken in one step: seq + 1 .. seq + new.
   local seq = 0
   if new > 0 then
@@ -80,47 +78,23 @@ local function enqueue_batch(prefix, at, now)
   for t = 0, count - 1 do
     if existing[t + 1] == '' then
       local f = first + t * TASK_FIELDS
-      local id, queue, priority = ARGV[f], ARGV[f + 1], tonumber(ARGV[f + 2])
-      local key = prefix .. '{{TASK}}' .. id
       seq = seq + 1
-      local score = (100 - priority) * {{PRIORITY_STEP}} + seq
-      local score_text = string.format('%d', score)
-      -- run_after is given in microseconds (stored as given); it is due at its millisecond.
-      local run_after_us = tonumber(ARGV[f + 3])
-      local run_after = run_after_us and math.floor(run_after_us / 1000)
-      local due = (run_after and run_after > now) and run_after or now
-      local fields = {'path', ARGV[f + 4], 'queue', queue, 'priority', ARGV[f + 2],
-                      'score', score_text, 'args', ARGV[f + 5], 'kwargs', ARGV[f + 6],
-                      'backend', backend, 'status', 'READY',
-                      'enqueued_at', now_text}
-      if ARGV[f + 8] ~= '' then field(fields, 'max_attempts', ARGV[f + 8]) end
-      if ARGV[f + 9] ~= '' then field(fields, 'sig', ARGV[f + 9]) end
-      if ARGV[f + 10] ~= '' then field(fields, 'limits', ARGV[f + 10]) end
-      if ARGV[f + 7] ~= '' then
-        field(fields, 'unique', ARGV[f + 7])
-        redis.call('SET', prefix .. '{{UNIQUE}}' .. ARGV[f + 7], id)
-      end
-      if run_after then field(fields, 'run_after', ARGV[f + 3]) end
-      local expires_at = ttl and string.format('%d', due + ttl)
-      if expires_at then field(fields, 'expires_at', expires_at) end
-      redis.call('HSET', key, unpack(fields))
+      local queue, kind, at, at_text = write_task(prefix, {
+        id = ARGV[f], queue = ARGV[f + 1], priority = ARGV[f + 2], run_after = ARGV[f + 3],
+        path = ARGV[f + 4], args = ARGV[f + 5], kwargs = ARGV[f + 6], unique = ARGV[f + 7],
+        max_attempts = ARGV[f + 8], sig = ARGV[f + 9], limits = ARGV[f + 10], wf = ARGV[f + 11],
+      }, backend, seq, ttl, now, now_text)
       if not added[queue] then
         repaired('SADD', KEYS[1], queue)
         added[queue] = true
       end
-      if due > now then
-        local due_at = string.format('%d', run_after)
-        repaired('ZADD', prefix .. '{{DEFERRED}}' .. queue, due_at, id)
-        if not first_due[queue] or run_after < first_due[queue] then
-          first_due[queue], due_text[queue] = run_after, due_at
+      if kind == 'deferred' then
+        if not first_due[queue] or at < first_due[queue] then
+          first_due[queue], due_text[queue] = at, at_text
         end
-      else
-        repaired('ZADD', prefix .. '{{READY}}' .. queue, score_text, id)
-        if not best_ready[queue] or score < best_ready[queue] then
-          best_ready[queue], best_text[queue] = score, score_text
-        end
+      elseif not best_ready[queue] or at < best_ready[queue] then
+        best_ready[queue], best_text[queue] = at, at_text
       end
-      if expires_at then repaired('ZADD', KEYS[3], expires_at, id) end
     end
   end
   for queue, text in pairs(best_text) do index_ready(KEYS[5], queue, text) end

@@ -3,6 +3,8 @@
 --- @include "lib/index"
 --- @include "lib/stats"
 --- @include "lib/limits"
+--- @include "lib/workflow"
+--- @include "lib/notify"
 -- A task that never ran to an outcome of its own (expired, lost too often, cancelled) ends
 -- FAILED with one error recorded for it.
 local function finish_failed(prefix, key, now, class_path, message, result_ttl)
@@ -15,4 +17,8 @@ local function finish_failed(prefix, key, now, class_path, message, result_ttl)
   if result_ttl then redis.call('EXPIRE', key, result_ttl) end
   index_done(prefix, key, 'FAILED', now)
   tally(prefix, 'failed')
+  local id = string.sub(key, #prefix + #'{{TASK}}' + 1)
+  local wf = redis.call('HGET', key, 'wf')
+  if wf then workflow_outcome(prefix, key, id, wf, 'FAILED', nil, now) end
+  notify_waiters(prefix, id)
 end
