@@ -173,7 +173,7 @@ def test_a_wait_for_a_finished_task_returns_at_once_and_one_that_runs_out_raises
     assert time.monotonic() - started < 0.5
     never = tasks.add.enqueue(2, 2)  # no worker runs it
     started = time.monotonic()
-    with pytest.raises(WaitTimeout, match="did not finish within 0.3s"):
+    with pytest.raises(WaitTimeout, match=r"did not finish within 0\.3s"):
         wait(never, timeout=0.3)
     assert 0.3 <= time.monotonic() - started < 1.5
 
