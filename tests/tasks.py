@@ -438,3 +438,17 @@ def wf_flaky_member(context: Any, n: int) -> int:
 @redis_task(unique=True)
 def wf_unique_member(n: int) -> int:
     return n
+
+
+@task(takes_context=True)
+def reports_progress(context: Any, release: str, steps: int) -> int:
+    from redis_tasks import progress
+
+    for done in range(1, steps + 1):
+        if done == 2:  # a step slower than the throttle: its report is written
+            time.sleep(progress.THROTTLE + 0.1)
+        progress.report(context, done, total=steps, message=f"step {done}")
+        if done == 2:  # mid-run: wait until the test has looked
+            while not os.path.exists(release):
+                time.sleep(0.01)
+    return steps

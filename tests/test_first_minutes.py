@@ -16,7 +16,7 @@ from django.core.management import CommandError, call_command
 from django.test import Client
 from django.urls import reverse
 
-from redis_tasks.progress import CLEAR_LINE, ProgressLine, keep_logs_apart, render
+from redis_tasks.progress_line import CLEAR_LINE, ProgressLine, keep_logs_apart, render
 from tests import tasks
 from tests.helpers import ROOT, child_env, manage
 from tests.redis_server import free_port

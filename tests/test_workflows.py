@@ -191,3 +191,69 @@ def test_a_workflow_can_be_waited_for(background: Any) -> None:
     handle = chord([step(tasks.wf_double, n) for n in range(5)], step(tasks.wf_collect)).enqueue()
     results = handle.wait(timeout=20)
     assert results[-1].return_value == 20
+
+
+# --- progress ---------------------------------------------------------------------------------
+
+
+@pytest.mark.django_db
+def test_progress_is_visible_from_another_process_mid_run_and_after(
+    tmp_path: Path, admin_client: Any
+) -> None:
+    import io
+
+    from django.core.management import call_command
+    from django.urls import reverse
+
+    from redis_tasks import progress
+
+    release = tmp_path / "release"
+    result = tasks.reports_progress.enqueue(str(release), 5)
+    log = open(tmp_path / "worker.log", "w")  # noqa: SIM115
+    worker = manage("redis_tasks_worker", "--burst", stdout=log, stderr=log)
+    try:
+        seen = wait_until(
+            lambda: (progress.of(result) or {}).get("done") == 2 and progress.of(result)
+        )
+        result.refresh()
+        assert result.status == TaskResultStatus.RUNNING
+        assert seen["total"] == 5 and seen["message"] == "step 2"
+        out = io.StringIO()
+        call_command("redis_tasks", "--backend", "default", "show", result.id, stdout=out)
+        assert "progress: 2/5 (40%) step 2" in out.getvalue()
+        out = io.StringIO()
+        call_command("redis_tasks", "--backend", "default", "status", stdout=out)
+        assert result.id in out.getvalue() and "2/5 (40%)" in out.getvalue()
+        page = admin_client.get(reverse("admin:redis_tasks_dashboard_task",
+                                        args=["default", result.id])).content.decode()  # fmt: skip
+        assert '<progress value="2" max="5">' in page
+        release.touch()
+        assert worker.wait(30) == 0
+    finally:
+        if worker.poll() is None:
+            worker.kill()
+    assert wait(result, timeout=5).return_value == 5
+    assert progress.of(result) == {**progress.of(result), "done": 5, "total": 5}  # the last
+
+
+@pytest.mark.django_db
+def test_a_workflow_is_shown_by_the_command_line_and_the_dashboard(admin_client: Any) -> None:
+    import io
+    import json
+
+    from django.core.management import call_command
+    from django.urls import reverse
+
+    handle = chain(step(tasks.wf_double, 1), step(tasks.wf_double)).enqueue()
+    burst()
+    out = io.StringIO()
+    call_command("redis_tasks", "--backend", "default", "workflow", handle.id, "--json", stdout=out)
+    shown = json.loads(out.getvalue())
+    assert shown["state"] == "SUCCESSFUL" and [t["id"] for t in shown["tasks"]] == handle.task_ids
+    page = admin_client.get(reverse("admin:redis_tasks_dashboard_workflow",
+                                    args=["default", handle.id])).content.decode()  # fmt: skip
+    for task_id in handle.task_ids:
+        assert reverse("admin:redis_tasks_dashboard_task", args=["default", task_id]) in page
+    second = reverse("admin:redis_tasks_dashboard_task", args=["default", handle.task_ids[1]])
+    task_page = admin_client.get(second).content.decode()
+    assert reverse("admin:redis_tasks_dashboard_workflow", args=["default", handle.id]) in task_page

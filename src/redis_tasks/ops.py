@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass, field, fields
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, cast
 
+from . import progress
 from .compat import TaskResultStatus
 from .exceptions import InvalidTaskPayload
 from .serialization import EPOCH, result_from_hash
@@ -150,6 +151,7 @@ class Inspector:
         per_queue = {q: {"ready": counts[2 * i], "deferred": counts[2 * i + 1]}
                      for i, q in enumerate(queues)}  # fmt: skip
         running, failed, successful, dead = counts[-4:]
+        workers = [w.as_dict() for w in self.workers()]
         return {
             "backend": self.backend.alias,
             "namespace": self.keys.namespace,
@@ -164,7 +166,8 @@ class Inspector:
                 "successful": successful,
                 "dead": dead,
             },
-            "workers": [w.as_dict() for w in self.workers()],
+            "workers": workers,
+            "progress": self._progress_of(i for i, _ in self._ids("running", None, 0, 50)),
         }
 
     def _ids(
@@ -259,7 +262,19 @@ class Inspector:
                 result.return_value if result.status == TaskResultStatus.SUCCESSFUL else None
             ),
             "ttl": self.client.ttl(self.keys.task(task_id)),
+            "progress": progress.parse(fields[b"progress"]) if b"progress" in fields else None,
+            "workflow": (fields[b"wf"].decode().split("|")[0] if b"wf" in fields else None),
         }
+
+    def _progress_of(self, task_ids: Iterable[str]) -> dict[str, Any]:
+        """The progress the given tasks reported, by id (from the running set itself: a worker's
+        published list of its tasks lags by up to a heartbeat)."""
+        ids = list(task_ids)
+        pipe = self.client.pipeline(transaction=False)
+        for task_id in ids:
+            pipe.hget(self.keys.task(task_id), "progress")
+        found = zip(ids, pipe.execute(), strict=True)
+        return {i: progress.parse(raw) for i, raw in found if raw is not None}
 
     def workers(self) -> list[WorkerInfo]:
         now_s, now_us = self.client.time()

@@ -65,6 +65,11 @@ class DashboardAdmin(ModelAdminBase):
                 wrap(views.cancel),
                 name="redis_tasks_dashboard_cancel",
             ),
+            path(
+                "workflows/<str:backend>/<str:workflow_id>/",
+                wrap(views.workflow),
+                name="redis_tasks_dashboard_workflow",
+            ),
             path("purge/<str:backend>/", wrap(views.purge), name="redis_tasks_dashboard_purge"),
             path("drain/<str:backend>/", wrap(views.drain), name="redis_tasks_dashboard_drain"),
             path("pause/<str:backend>/", wrap(views.pause), name="redis_tasks_dashboard_pause"),

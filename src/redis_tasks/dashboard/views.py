@@ -304,6 +304,40 @@ def task_detail(
     return _render(model_admin, request, "task_detail.html", f"Task {task_id}", context)
 
 
+def workflow(
+    model_admin: DashboardAdmin, request: HttpRequest, backend: str, workflow_id: str
+) -> HttpResponse:
+    """A chain, group or chord: each of its tasks, with a link to its page."""
+    from .. import progress
+    from ..compat import TaskResultDoesNotExist
+    from ..workflows import WorkflowHandle
+
+    _require_view(request)
+    chosen = _backend(backend)
+    crumbs = [("Tasks", _url(model_admin, "redis_tasks_dashboard_tasks")), (workflow_id, None)]
+    title = f"Workflow {workflow_id}"
+    try:
+        handle = WorkflowHandle.get(workflow_id, chosen.alias)
+        state, results = handle.state(), handle.results()
+    except TaskResultDoesNotExist as exc:
+        context: dict[str, Any] = {"missing": str(exc), "crumbs": crumbs}
+        return _render(model_admin, request, "workflow.html", title, context, 404)
+    except redis.RedisError as exc:
+        context = {"missing": f"Redis is not reachable: {exc}", "crumbs": crumbs}
+        return _render(model_admin, request, "workflow.html", title, context, 503)
+    rows = []
+    for task_id, result in zip(handle.all_ids, results, strict=True):
+        rows.append({
+            "id": task_id, "result": result, "callback": task_id == handle.callback_id,
+            "path": result.task.module_path if result else None,
+            "status": str(result.status) if result else None,
+            "progress": progress.describe(progress.of(result)) if result else "",
+            "url": _url(model_admin, "redis_tasks_dashboard_task", chosen.alias, task_id),
+        })  # fmt: skip
+    context = {"workflow": handle, "state": state, "rows": rows, "crumbs": crumbs}
+    return _render(model_admin, request, "workflow.html", title, context)
+
+
 # --- actions (POST) --------------------------------------------------------------------------
 
 View: TypeAlias = Callable[..., HttpResponse]

@@ -3,6 +3,7 @@
     redis_tasks status                      counts by state per backend and queue; live workers
     redis_tasks list failed [--queue Q] [--task PATH] [--page N] [--per-page N]
     redis_tasks show ID                     one task whole: args, attempts, every traceback
+    redis_tasks workflow ID                 a chain, group or chord: each of its tasks
     redis_tasks retry ID [ID ...]           a failed or dead-lettered task runs again
     redis_tasks cancel ID [ID ...]          a waiting task never runs (FAILED, TaskCancelled)
     redis_tasks purge --older-than 7d       delete finished results older than an age
@@ -28,7 +29,8 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 from redis_tasks.backend import RedisBackend, redis_backends
 from redis_tasks.connection import redacted
 from redis_tasks.ops import STATES, Inspector, OperationRefused
-from redis_tasks.progress import ProgressLine, render
+from redis_tasks.progress import describe
+from redis_tasks.progress_line import ProgressLine, render
 
 UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 
@@ -91,6 +93,7 @@ class Command(BaseCommand):
         lister.add_argument("--per-page", type=int, default=50)
         show = action("show", "Show one task whole.")
         show.add_argument("id")
+        action("workflow", "Show a chain, group or chord: each task's status.").add_argument("id")
         for name, what in (
             ("retry", "Run failed or dead-lettered tasks again."),
             ("cancel", "Cancel tasks, waiting or running."),
@@ -180,7 +183,12 @@ class Command(BaseCommand):
             workers += [(w["id"], ",".join(w["queues"]) or "all", w["concurrency"],
                          " ".join(w["in_flight"]) or "-", w["done"], w["failed"], w["started_at"])
                         for w in view["workers"]]  # fmt: skip
-            lines += [self.table(workers), ""]
+            lines.append(self.table(workers))
+            if view["progress"]:
+                running: list[tuple[Any, ...]] = [("RUNNING TASK", "PROGRESS")]
+                running += [(i, describe(p)) for i, p in view["progress"].items()]
+                lines.append(self.table(running))
+            lines.append("")
         self.emit(views, "\n".join(lines).rstrip())
 
     def do_list(self, backends: list[RedisBackend], options: dict[str, Any]) -> None:
@@ -208,6 +216,12 @@ class Command(BaseCommand):
         head = [f"{k}: {detail[k]}" for k in ("id", "task", "queue", "priority", "status", "args",
                 "kwargs", "enqueued_at", "run_after", "started_at", "last_attempted_at",
                 "finished_at", "attempts", "worker_ids")]  # fmt: skip
+        if detail["progress"]:
+            head.append(f"progress: {describe(detail['progress'])}")
+        if detail["workflow"]:
+            head.append(
+                f"workflow: {detail['workflow']} (redis_tasks workflow {detail['workflow']})"
+            )
         if detail["status"] == "SUCCESSFUL":
             head.append(f"return_value: {json.dumps(detail['return_value'])}")
         for number, error in enumerate(detail["errors"], 1):
@@ -275,3 +289,29 @@ class Command(BaseCommand):
         self.emit({"paused": done}, "\n".join(
             f"{alias}: paused queues: {', '.join(p) or 'none'}" for alias, p in done.items()
         ))  # fmt: skip
+
+    def do_workflow(self, backends: list[RedisBackend], options: dict[str, Any]) -> None:
+        from redis_tasks.compat import TaskResultDoesNotExist
+        from redis_tasks.workflows import WorkflowHandle
+
+        for backend in backends:
+            try:
+                handle = WorkflowHandle.get(options["id"], backend.alias)
+            except TaskResultDoesNotExist:
+                continue
+            rows: list[tuple[Any, ...]] = [("#", "TASK", "PATH", "STATUS")]
+            listed: list[dict[str, str]] = []
+            data = {"id": handle.id, "kind": handle.kind, "backend": backend.alias,
+                    "state": handle.state(), "tasks": listed}  # fmt: skip
+            for at, (task_id, result) in enumerate(zip(handle.all_ids, handle.results(),
+                                                       strict=True)):  # fmt: skip
+                number = "callback" if task_id == handle.callback_id else str(at)
+                status = str(result.status) if result else "not queued yet"
+                path = result.task.module_path if result else "-"
+                rows.append((number, task_id, path, status))
+                listed.append({"id": task_id, "status": status, "path": path})
+            head = f"{handle.kind.capitalize()} {handle.id} ({backend.alias}): {data['state']}"
+            return self.emit(data, f"{head}\n{self.table(rows)}")
+        raise CommandError(
+            f"No workflow {options['id']!r} in {', '.join(b.alias for b in backends)}."
+        )

@@ -16,7 +16,7 @@ from django.core.exceptions import ImproperlyConfigured
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from redis_tasks.backend import redis_backends
-from redis_tasks.progress import ProgressLine, keep_logs_apart, show_progress
+from redis_tasks.progress_line import ProgressLine, keep_logs_apart, show_progress
 from redis_tasks.supervisor import EXIT_NOW, SUPERVISED, Supervisor
 from redis_tasks.worker import DEFAULT_BURST_GIVE_UP, DEFAULT_GRACE, Worker
 
