@@ -24,3 +24,15 @@ def isolated_noop() -> None:
 @redis_task(rate_limit="2/s")  # type: ignore[untyped-decorator]
 def throttled_noop() -> None:
     """Two a second across every worker (benchmarks/flow_control.py)."""
+
+
+@task()
+def value(n: int) -> int:
+    """A chord member (benchmarks/workflows.py)."""
+    return n
+
+
+@task()
+def total(values: list[int]) -> int:
+    """A chord's callback (benchmarks/workflows.py)."""
+    return sum(values)
