@@ -57,6 +57,23 @@ def test_a_failed_step_stops_its_chain_and_the_rest_is_visibly_cancelled() -> No
     assert handle.state() == "FAILED"
 
 
+def test_cancelling_a_workflow_stops_it_whole() -> None:
+    steps = chain(step(tasks.wf_double, 1), step(tasks.wf_double), step(tasks.wf_double))
+    handle = steps.enqueue()
+    assert handle.cancel() == 1  # the first step; the others are not queued yet
+    assert handle.state() == "FAILED"
+    ends = [r.errors[-1].exception_class_path for r in handle.results()]
+    assert ends == ["redis_tasks.exceptions.TaskCancelled"] * 3
+    fan_in = chord([step(tasks.wf_double, n) for n in range(3)], step(tasks.wf_collect)).enqueue()
+    assert fan_in.cancel() == 3
+    *members, callback = fan_in.results()
+    assert {m.status for m in members} == {TaskResultStatus.FAILED}
+    assert callback.errors[0].exception_class_path == "redis_tasks.exceptions.ChordMemberFailed"
+    assert fan_in.cancel() == 0  # nothing left to cancel
+    burst()
+    assert all(r.started_at is None for r in (*handle.results(), *fan_in.results()))
+
+
 def test_a_group_runs_its_members_side_by_side() -> None:
     handle = group(step(tasks.sync_rendezvous, "group-4", 4) for _ in range(4)).enqueue()
     burst(concurrency=4)  # each waits until all four run at once

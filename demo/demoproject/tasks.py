@@ -56,3 +56,9 @@ def explode(reason: str) -> None:
 def remind(text: str) -> str:
     """Enqueued with .using(run_after=...): it waits in Redis until it is due."""
     return f"reminder: {text}"
+
+
+@task()
+def combine(checksums: list[str]) -> str:
+    """A chord's callback: runs once, after every member, with their values in order."""
+    return hashlib.sha256("".join(checksums).encode()).hexdigest()[:12]

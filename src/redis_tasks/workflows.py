@@ -113,18 +113,13 @@ def _redis(alias: str) -> RedisBackend:
     return backend
 
 
-def _backend_of(workflow: Workflow) -> Any:
-    from .backend import RedisBackend
-
+def _backend_of(workflow: Workflow) -> RedisBackend:
     aliases = {s.task.backend for s in (*workflow.steps, *filter(None, [workflow.callback]))}
     if len(aliases) != 1:
         raise ValueError(
             f"the tasks of one workflow must share a backend, not {', '.join(sorted(aliases))}"
         )
-    backend = task_backends[aliases.pop()]
-    if not isinstance(backend, RedisBackend):
-        raise ValueError(f"workflows need a RedisBackend, not {type(backend).__name__}")
-    return backend
+    return _redis(aliases.pop())
 
 
 @dataclass
@@ -266,6 +261,23 @@ class WorkflowHandle:
         if self.kind == "chain":
             return self.task_ids[-1]
         return self.callback_id
+
+    def cancel(self) -> int:
+        """Cancel each of its tasks that has not ended (as ``redis_tasks cancel`` does: a
+        waiting one never runs, a running one is cancelled by its worker); a chain's later
+        steps and a chord's callback are then recorded cancelled by the workflow itself. The
+        number of tasks cancelled."""
+        from .ops import Inspector, OperationRefused
+
+        inspector = Inspector(_redis(self.backend))
+        cancelled = 0
+        for task_id in self.all_ids:
+            try:
+                inspector.cancel(task_id)
+            except OperationRefused:  # ended already, or not queued yet
+                continue
+            cancelled += 1
+        return cancelled
 
     def wait(self, timeout: float | None = None) -> list[Any]:
         """Block until the workflow has ended (without polling: see waiting.py); its results,

@@ -17,6 +17,7 @@ from django.utils import timezone
 
 from demoproject import tasks
 from redis_tasks.testing import RedisServer
+from redis_tasks.workflows import WorkflowHandle, chord, step
 
 try:
     from django.tasks import TaskResultStatus, default_task_backend
@@ -54,8 +55,12 @@ class Command(BaseCommand):
             self.say("Redis:", f"throwaway {describe(server)} on 127.0.0.1:{server.port}")
             self.say("Framework:", f"{FRAMEWORK} on Django {django.get_version()}")
             results = self.enqueue()
+            workflow = chord([step(tasks.checksum, n) for n in range(10)], step(tasks.combine))
+            fan_in = workflow.enqueue()
+            self.say("", "and a chord: 10 checksum, then combine(their 10 values) exactly once")
             self.run_worker(results["remind"][0])
             self.report(results)
+            self.report_workflow(fan_in)
 
     def say(self, label: str, text: str) -> None:
         if label.startswith("\n"):
@@ -138,6 +143,15 @@ class Command(BaseCommand):
         self.say(
             "Deferred:",
             f"remind run_after {clock(run_after)}, started {clock(started)} ({late:.0f} ms later)",
+        )
+
+    def report_workflow(self, handle: WorkflowHandle) -> None:
+        *members, callback = handle.results()
+        values = ", ".join(repr(m.return_value) for m in members[:2])
+        self.say(
+            "Workflow:",
+            f"chord {handle.id[:8]}… {handle.state()}: combine([{values}, …]) "
+            f"-> {callback.return_value!r}",
         )
 
 
