@@ -10,14 +10,16 @@ It needs redis-server and PostgreSQL (PGHOST, PGPORT, PGUSER, PGDATABASE; defaul
 end. See docs/reliability.md ("The soak") for what it checks and recorded runs.
 
 The mix: sync and async no-ops, sleeps, tasks that fail once and are retried, unique tasks,
-bulk enqueues, deferred tasks, tasks that write to PostgreSQL in a transaction, and a periodic
-task every second. The faults: SIGKILL of a worker, SIGSTOP past its lease then SIGCONT, SIGTERM
-(graceful), Redis SIGKILLed and restarted on its AOF, CLIENT KILL of every connection, CLIENT
-PAUSE and DEBUG SLEEP. Workers that exit are restarted, as systemd would.
+bulk enqueues, deferred tasks, tasks that write to PostgreSQL in a transaction, tasks under a
+keyed concurrency limit and under a rate limit, and a periodic task every second. The faults:
+SIGKILL of a worker, SIGSTOP past its lease then SIGCONT, SIGTERM (graceful), Redis SIGKILLed
+and restarted on its AOF, CLIENT KILL of every connection, CLIENT PAUSE and DEBUG SLEEP.
+Workers that exit are restarted, as systemd would.
 
 The checks: every accepted enqueue has exactly one final outcome (none lost, none stuck); every
 execution beyond the first is explained by a fault that hit it (counted by cause); each
-periodic tick was enqueued once; Redis memory and worker RSS stayed bounded.
+periodic tick was enqueued once; no more than two tasks of one concurrency group ran at once
+(among those that ran once); Redis memory and worker RSS stayed bounded.
 """
 
 from __future__ import annotations
@@ -40,7 +42,7 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 WEIGHTS = {"sync": 25, "async": 20, "sleep": 10, "flaky": 10, "unique": 5, "bulk": 10,
-           "deferred": 10, "pg": 10}  # fmt: skip
+           "deferred": 10, "pg": 10, "limited": 3, "metered": 2}  # fmt: skip
 GLOBAL_FAULTS = ("redis_restart", "client_kill", "client_pause", "debug_sleep")
 
 
@@ -152,6 +154,11 @@ class Soak:
                 elif kind == "deferred":
                     later = timezone.now() + timezone.timedelta(seconds=random.uniform(0.5, 3))
                     send = lambda k=key, when=later: [t.sync_job.using(run_after=when).enqueue(k)]  # noqa: E731
+                elif kind == "limited":
+                    group = random.randrange(3)
+                    send = lambda k=f"{key}.g{group}", g=group: [t.limited_job.enqueue(k, group=g)]  # noqa: E731
+                elif kind == "metered":
+                    send = lambda k=key: [t.metered_job.enqueue(k)]  # noqa: E731
                 else:
                     send = lambda k=key: [t.pg_job.enqueue(k)]  # noqa: E731
                 results = self._send(send, BackendUnavailable)
@@ -348,6 +355,30 @@ class Soak:
                 runs[key].append((pid, ppid, at))
         return runs
 
+    def limited_overlap(self) -> int:
+        """The most ``limited_job`` tasks of one group running at once (limit 2), from the
+        ledger's start and end rows of those that ran once (a task run twice was hit by a fault
+        that made its lease lapse: its slot was rightly given to another)."""
+        from django.db import connection
+
+        rows: dict[str, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
+        with connection.cursor() as cursor:
+            cursor.execute(f"SELECT key, kind, at FROM {self.table} WHERE key LIKE 'limited-%%'")
+            for key, kind, at in cursor.fetchall():
+                rows[key][kind].append(at)
+        events: dict[str, list[tuple[float, int]]] = defaultdict(list)
+        for key, row in rows.items():
+            if len(row["start"]) == 1 and len(row["end"]) == 1:
+                group = key.rpartition(".")[2]
+                events[group] += [(row["start"][0], 1), (row["end"][0], -1)]
+        most = 0
+        for timeline in events.values():
+            running = 0
+            for _, change in sorted(timeline):
+                running += change
+                most = max(most, running)
+        return most
+
     def explain(self, first: tuple[int, int, float], second: tuple[int, int, float]) -> str | None:
         """The fault that made the first execution's outcome unstorable before the second: one
         whose effect overlapped them, on Redis (every worker) or on either's worker."""
@@ -414,6 +445,7 @@ class Soak:
             "duplicates_by_cause": dict(duplicates),
             "duplicates_unexplained": len(unexplained),
             "unexplained": unexplained[:10],
+            "limited_max_overlap": self.limited_overlap(),
             "ticks_seen": len(self.ticks),
             "ticks_enqueued_twice": sum(1 for n in per_tick.values() if n > 1),
             "latency_ms": {"p50": pct(latencies, 50), "p99": pct(latencies, 99)},
@@ -439,6 +471,7 @@ def passed(report: dict[str, Any]) -> bool:
         and report["stuck"] == 0
         and report["duplicates_unexplained"] == 0
         and report["ticks_enqueued_twice"] == 0
+        and report["limited_max_overlap"] <= 2
         and report["outcomes"].get("FAILED", 0) == 0
     )
 

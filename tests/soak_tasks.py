@@ -79,3 +79,20 @@ def tick(context: Any) -> str:
     ledger(key, "start")
     ledger(key, "end")
     return key
+
+
+@redis_task(concurrency_limit=2, limit_key="group")
+def limited_job(key: str, group: int) -> str:
+    """At most two of a group at once, across the workers (flow control under faults)."""
+    ledger(key, "start")
+    time.sleep(0.05)
+    ledger(key, "end")
+    return key
+
+
+@redis_task(rate_limit="5/s")
+async def metered_job(key: str) -> str:
+    """At most five starts a second, across the workers."""
+    await sync_to_async(ledger)(key, "start")
+    await sync_to_async(ledger)(key, "end")
+    return key

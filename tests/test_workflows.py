@@ -74,6 +74,13 @@ def test_cancelling_a_workflow_stops_it_whole() -> None:
     assert all(r.started_at is None for r in (*handle.results(), *fan_in.results()))
 
 
+def test_a_step_of_something_that_is_not_a_task_is_refused_clearly() -> None:
+    with pytest.raises(TypeError, match=r"step\(\) takes a task .*decorate"):
+        step(tasks.wf_double.func, 1)
+    with pytest.raises(ValueError, match="at least one step"):
+        group([])
+
+
 def test_a_group_runs_its_members_side_by_side() -> None:
     handle = group(step(tasks.sync_rendezvous, "group-4", 4) for _ in range(4)).enqueue()
     burst(concurrency=4)  # each waits until all four run at once

@@ -42,6 +42,11 @@ if TYPE_CHECKING:
 logger = logging.getLogger("redis_tasks")
 
 MAX_IDLE = 4  # children kept between isolated tasks
+# Children starting at once: a start is a Python and a Django set-up, a second of CPU or so. A
+# worker killed with 50 tasks in flight sends them all back isolated; started 50 at once, they
+# would starve each other for half a minute, while a few starts and the children they free
+# (a task of 50 ms gives its child back at once) get through them in a few seconds.
+MAX_STARTING = max(2, os.cpu_count() or 2)
 
 
 def _describe(returncode: int | None) -> str:
@@ -111,6 +116,33 @@ class ChildPool:
 
     def __init__(self) -> None:
         self._idle: dict[int | None, list[Child]] = {}
+        self._starting = 0
+        self._changed = asyncio.Condition()  # a child given back, or a start ended
+
+    async def _take(self, memory_limit_mb: int | None) -> Child | None:
+        """An idle child, or a new one once fewer than ``MAX_STARTING`` are starting (None:
+        it died starting)."""
+        idle = self._idle.setdefault(memory_limit_mb, [])
+        async with self._changed:
+            await self._changed.wait_for(lambda: bool(idle) or self._starting < MAX_STARTING)
+            if idle:
+                return idle.pop()
+            self._starting += 1
+        try:
+            return await Child.start(memory_limit_mb)
+        finally:
+            async with self._changed:
+                self._starting -= 1
+                self._changed.notify_all()
+
+    async def _give_back(self, child: Child, memory_limit_mb: int | None) -> None:
+        idle = self._idle.setdefault(memory_limit_mb, [])
+        if len(idle) >= MAX_IDLE:
+            await child.kill()
+            return
+        async with self._changed:
+            idle.append(child)
+            self._changed.notify_all()
 
     async def run(
         self, claim: Claim, timeout: float | None, memory_limit_mb: int | None,
@@ -121,12 +153,11 @@ class ChildPool:
         """Run the claimed task in a child; its outcome, as the worker records outcomes. A
         child may take a second to start: the claim is checked (``still_ours``) once the child
         is ready, right before its body starts."""
-        idle = self._idle.setdefault(memory_limit_mb, [])
-        child = idle.pop() if idle else await Child.start(memory_limit_mb)
+        child = await self._take(memory_limit_mb)
         if child is None:
             return failed(ChildProcessDied("a child process for an isolated task died starting"))
         if not await still_ours():
-            idle.append(child)
+            await self._give_back(child, memory_limit_mb)
             return dropped()
         request = {
             "id": claim.task_id,
@@ -148,10 +179,7 @@ class ChildPool:
                 f"the child process running task {claim.task_id} died ({_describe(code)})",
                 code,
             ))  # fmt: skip
-        if len(idle) < MAX_IDLE:
-            idle.append(child)
-        else:
-            await child.kill()
+        await self._give_back(child, memory_limit_mb)
         if reply["status"] == "SUCCESSFUL":
             return succeeded(reply["return_json"], json.loads(reply["return_json"]))
         return failed(RemoteError(reply["error"][0], reply["error"][1]))

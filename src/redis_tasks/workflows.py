@@ -28,7 +28,7 @@ from asgiref.sync import sync_to_async
 from django.db import transaction
 
 from . import calls
-from .compat import TaskResultDoesNotExist, task_backends
+from .compat import Task, TaskResultDoesNotExist, task_backends
 from .exceptions import BackendUnavailable, QueueFull
 
 if TYPE_CHECKING:
@@ -49,6 +49,11 @@ def step(task: Any, *args: Any, previous: bool = True, **kwargs: Any) -> Step:
     """A call of ``task`` in a workflow. In a chain, the step's function gets the previous
     step's return value as its first argument, before ``args``, unless ``previous=False``
     (the chain's first step gets none)."""
+    if not isinstance(task, Task):
+        raise TypeError(
+            f"step() takes a task (a function decorated with @task), not {task!r}; decorate "
+            "it, or pass the task rather than the function it wraps"
+        )
     return Step(task, args, kwargs, previous)
 
 
