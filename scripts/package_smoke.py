@@ -4,6 +4,7 @@ run by a burst worker and read back, and a chord and a wait work."""
 
 from __future__ import annotations
 
+import importlib.util
 import sys
 from pathlib import Path
 
@@ -25,27 +26,26 @@ sys.path.insert(0, str(HERE))
 
 with RedisServer() as server:
     apps = ["django.contrib.contenttypes", "django.contrib.auth", "redis_tasks"]
-    try:
-        import django.tasks  # noqa: F401
-    except ImportError:
-        apps.insert(0, "django_tasks")
+    if importlib.util.find_spec("django.tasks") is None:
+        apps.insert(0, "django_tasks")  # Django 5.2: the backport
+    backend = {"BACKEND": "redis_tasks.backend.RedisBackend", "LOCATION": f"{server.url}/0"}
     settings.configure(
         INSTALLED_APPS=apps,
         DATABASES={"default": {"ENGINE": "django.db.backends.sqlite3", "NAME": ":memory:"}},
-        TASKS={"default": {"BACKEND": "redis_tasks.backend.RedisBackend",
-                           "LOCATION": f"{server.url}/0", "autostart": False}},  # fmt: skip
+        TASKS={"default": {**backend, "autostart": False}},
         USE_TZ=True,
     )
     django.setup()
     from django.core.management import call_command
 
-    import smoke_tasks
     from redis_tasks.waiting import wait
     from redis_tasks.workflows import chord, step
 
+    smoke_tasks = importlib.import_module("smoke_tasks")
     call_command("check", fail_level="WARNING")
     result = smoke_tasks.add.enqueue(2, 3)
-    handle = chord([step(smoke_tasks.add, i, i) for i in range(5)], step(smoke_tasks.total)).enqueue()
+    members = [step(smoke_tasks.add, i, i) for i in range(5)]
+    handle = chord(members, step(smoke_tasks.total)).enqueue()
     call_command("redis_tasks_worker", burst=True, verbosity=0)
     assert wait(result, timeout=5).return_value == 5, result.status
     assert handle.wait(timeout=5)[-1].return_value == 20

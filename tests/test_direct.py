@@ -15,10 +15,17 @@ import redis.sentinel
 
 from redis_tasks.backend import RedisBackend
 from redis_tasks.compat import TaskResultStatus, task_backends
+from redis_tasks.shims import redis_py
 from redis_tasks.shims.redis_py import AsyncDirectLane, DirectLane
 from tests import tasks
 from tests.helpers import burst
 from tests.redis_server import RedisServer, free_port
+
+# The lanes are used only on the redis-py releases they were checked against; on any other the
+# backend takes redis-py's own path (tests/test_shims.py shows it), and every other test runs it.
+pytestmark = pytest.mark.skipif(
+    not redis_py.checked(), reason=f"direct lanes are off on redis-py {redis.__version__}"
+)
 
 
 def lane_on(server: RedisServer, **options: float) -> DirectLane:

@@ -206,7 +206,11 @@ class Connections:
             await found[0].aclose()
         manager = self._async_sentinels.pop(loop, None)
         if manager is not None:
-            await manager.aclose()
+            if hasattr(manager, "aclose"):
+                await manager.aclose()
+            else:  # redis-py before 5.1: close its sentinels' clients one by one
+                for sentinel in manager.sentinels:
+                    await sentinel.aclose()
 
 
 def sentinel_addresses(value: Any) -> Sequence[tuple[str, int]] | None:
