@@ -76,3 +76,20 @@ def test_keys_rotate_through_the_fallbacks(clean_redis: redis.Redis, settings: A
 def test_a_mistyped_option_is_a_check_error(option: Any) -> None:
     backend = RedisBackend("s", {"BACKEND": "x", "sign_payloads": option})
     assert [m.id for m in backend.check()] == ["redis_tasks.E002"]
+
+
+def test_a_signed_chain_passes_values_on_and_the_mark_cannot_be_forged(
+    clean_redis: redis.Redis,
+) -> None:
+    from redis_tasks.workflows import chain, step
+
+    steps = [step(tasks.wf_double.using(backend="signed"), 3),
+             step(tasks.wf_add.using(backend="signed"), 10)]  # fmt: skip
+    handle = chain(*steps).enqueue()
+    burst("signed")
+    assert [r.return_value for r in handle.results()] == [6, 16]  # 16: the 6 came first
+    # A stored task given the mark (to have the worker run it with a first argument slipped
+    # in) no longer matches its signature.
+    plain = tasks.add.using(backend="signed").enqueue(1, 2)
+    clean_redis.hset(SIGNED.task(plain.id), mapping={"wf_prev": "1", "args": "[40, 1, 2]"})
+    assert_refused(ran(plain), clean_redis, "do not match")

@@ -24,9 +24,12 @@ from .serialization import dumps
 SALT = "redis_tasks.payload"
 
 
-def _signed_text(task_id: str, path: str, args_json: str, kwargs_json: str) -> str:
-    # Neither ids, paths nor JSON text hold a raw newline: the parts cannot run together.
-    return "\n".join((task_id, path, args_json, kwargs_json))
+def _signed_text(task_id: str, path: str, args_json: str, kwargs_json: str, previous: bool) -> str:
+    # Neither ids, paths nor JSON text hold a raw newline: the parts cannot run together. A
+    # chain step that takes the previous step's value signs that too, so the mark cannot be
+    # added to (or taken from) a stored task to slip a first argument in.
+    parts = (task_id, path, args_json, kwargs_json, *(("previous",) if previous else ()))
+    return "\n".join(parts)
 
 
 def _signer() -> Signer:
@@ -39,8 +42,10 @@ def _signer_for(key: str, fallbacks: tuple[str, ...]) -> Signer:
     return Signer(key=key, fallback_keys=list(fallbacks), salt=SALT, algorithm="sha256")
 
 
-def sign(task_id: str, path: str, args_json: str, kwargs_json: str) -> str:
-    return _signer().signature(_signed_text(task_id, path, args_json, kwargs_json))
+def sign(task_id: str, path: str, args_json: str, kwargs_json: str, previous: bool = False) -> str:
+    """The signature of a task's call; ``previous``: a workflow step whose first argument the
+    previous step's value will be (it is signed without it, as it is not known yet)."""
+    return _signer().signature(_signed_text(task_id, path, args_json, kwargs_json, previous))
 
 
 def verify(task_id: str, fields: dict[bytes, bytes]) -> None:
@@ -54,9 +59,10 @@ def verify(task_id: str, fields: dict[bytes, bytes]) -> None:
         )
     try:
         path, args, kwargs = (fields[k].decode() for k in (b"path", b"args", b"kwargs"))
-        if fields.get(b"wf_prev"):  # its first argument came from the step before it
+        previous = bool(fields.get(b"wf_prev"))
+        if previous:  # its first argument came from the step before it
             args = dumps(json.loads(args)[1:])
-        text = _signed_text(task_id, path, args, kwargs)
+        text = _signed_text(task_id, path, args, kwargs, previous)
         _signer().unsign(f"{text}:{signature.decode()}")
     except (KeyError, ValueError, TypeError, BadSignature) as exc:
         raise InvalidSignature(

@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 from asgiref.sync import sync_to_async
 from django.db import transaction
 
-from . import calls
+from . import calls, signatures
 from .compat import Task, TaskResultDoesNotExist, task_backends
 from .exceptions import BackendUnavailable, QueueFull
 
@@ -144,6 +144,10 @@ def _request(backend: Any, s: Step, previous: bool) -> tuple[Any, Any]:
             f"pass its limit_key {key!r} by keyword, step({s.task.name}, ..., {key}=...)"
         )
     [result], [request] = backend.prepare_many(s.task, [(s.args, s.kwargs)])
+    if previous and request.signature:  # signed with the mark that it takes a first argument
+        request = request._replace(signature=signatures.sign(
+            request.task_id, request.path, request.args_json, request.kwargs_json, previous=True
+        ))  # fmt: skip
     return result, request
 
 
