@@ -151,3 +151,16 @@ LOGGING = {
     "handlers": {"console": {"class": "logging.StreamHandler"}},
     "loggers": {"redis_tasks": {"handlers": ["console"], "level": "WARNING"}},
 }
+
+# Tracing (tests/test_observability.py): a worker process started with REDIS_TASKS_TEST_SPANS
+# writes its spans to that file.
+TASKS["traced"] = {
+    "BACKEND": "redis_tasks.backend.RedisBackend",
+    "LOCATION": f"{REDIS_URL}/12",
+    "tracing": True,
+    "retry_backoff": 0.01,
+}
+if "REDIS_TASKS_TEST_SPANS" in os.environ:
+    from tests import otel_spans
+
+    otel_spans.install()

@@ -452,3 +452,18 @@ def reports_progress(context: Any, release: str, steps: int) -> int:
             while not os.path.exists(release):
                 time.sleep(0.01)
     return steps
+
+
+@task()
+def logs_a_line(text: str) -> None:
+    """Logs one line (tests/test_observability.py checks the record names this task)."""
+    import logging
+
+    logging.getLogger("tests.tasks").warning("sync says %s", text)
+
+
+@task()
+async def alogs_a_line(text: str) -> None:
+    import logging
+
+    logging.getLogger("tests.tasks").warning("async says %s", text)

@@ -185,3 +185,11 @@ def test_connection_options_that_do_not_fit_are_E008(params: dict[str, Any], pro
 )  # fmt: skip
 def test_invalid_connection_values_are_E002(params: dict[str, Any]) -> None:
     assert ids(backend(**params)) == ["redis_tasks.E002"]
+
+
+def test_tracing_without_the_opentelemetry_api_is_a_check_error(monkeypatch: Any) -> None:
+    monkeypatch.setattr("redis_tasks.options._opentelemetry_installed", lambda: False)
+    b = backend(tracing=True)
+    [error] = b.check()
+    assert error.id == "redis_tasks.E010" and "[otel]" in error.hint
+    assert ids(backend(tracing=False)) == [] and ids(backend(tracing="yes")) == ["redis_tasks.E002"]

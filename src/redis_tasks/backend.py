@@ -220,11 +220,29 @@ class RedisBackend(BaseTaskBackend):  # type: ignore[misc,unused-ignore]
         return pairs
 
     def _send(self, results: list[Any], requests: list[Any]) -> list[Any]:
+        if not self.config.tracing:
+            return self._send_now(results, requests)
+        from . import tracing
+
+        with tracing.sending(requests[0].queue, [r.task_id for r in requests],
+                             requests[0].path) as carried:  # fmt: skip
+            return self._send_now(results, _carrying(requests, carried))
+
+    async def _asend(self, results: list[Any], requests: list[Any]) -> list[Any]:
+        if not self.config.tracing:
+            return await self._asend_now(results, requests)
+        from . import tracing
+
+        with tracing.sending(requests[0].queue, [r.task_id for r in requests],
+                             requests[0].path) as carried:  # fmt: skip
+            return await self._asend_now(results, _carrying(requests, carried))
+
+    def _send_now(self, results: list[Any], requests: list[Any]) -> list[Any]:
         try:
             enqueued = self.store.enqueue(requests)
         except BackendUnavailable as exc:
             ids = [r.task_id for r in requests]
-            exc.for_enqueue(ids, resend=lambda: self._send(results, requests))
+            exc.for_enqueue(ids, resend=lambda: self._send_now(results, requests))
             raise
         if len(results) == 1 and enqueued.existing[0] is None:  # one new task: enqueue()
             django_shim.update(results[0], enqueued_at=from_ms(enqueued.now_ms))
@@ -236,12 +254,12 @@ class RedisBackend(BaseTaskBackend):  # type: ignore[misc,unused-ignore]
         signalling.send_each(task_enqueued, type(self), "task_result", _new(pairs, returned))
         return returned
 
-    async def _asend(self, results: list[Any], requests: list[Any]) -> list[Any]:
+    async def _asend_now(self, results: list[Any], requests: list[Any]) -> list[Any]:
         try:
             enqueued = await self.store.aenqueue(requests)
         except BackendUnavailable as exc:
             ids = [r.task_id for r in requests]
-            exc.for_enqueue(ids, aresend=lambda: self._asend(results, requests))
+            exc.for_enqueue(ids, aresend=lambda: self._asend_now(results, requests))
             raise
         pairs = self._stamp(results, enqueued)
         found = {i: await self.aget_result(i) for _, i in pairs if i is not None}
@@ -299,6 +317,11 @@ class RedisBackend(BaseTaskBackend):  # type: ignore[misc,unused-ignore]
     async def aget_result(self, result_id: str) -> Any:
         self._ensure_configured()
         return self._result(result_id, await self.store.aread(result_id))
+
+
+def _carrying(requests: list[Any], carried: str | None) -> list[Any]:
+    """The requests with the trace context of their enqueue's span (tracing.py), if any."""
+    return requests if carried is None else [r._replace(trace=carried) for r in requests]
 
 
 def _new(pairs: list[tuple[Any, str | None]], returned: list[Any]) -> list[Any]:

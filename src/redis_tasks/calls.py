@@ -54,6 +54,7 @@ class EnqueueRequest(NamedTuple):
     signature: str | None = None  # with sign_payloads (signatures.py)
     limits: str | None = None  # the task's own limit groups (limits.task_limits)
     workflow: str | None = None  # '<workflow id>|<position>' (workflows.py)
+    trace: str | None = None  # the W3C context of its enqueue's span (tracing.py)
 
 
 class Enqueued(NamedTuple):
@@ -79,7 +80,7 @@ def _batch(settings: Settings, requests: Sequence[EnqueueRequest]) -> list[Any]:
         argv += [
             r.task_id, r.queue, r.priority, _blank(r.run_after_us), r.path, r.args_json,
             r.kwargs_json, r.unique_key or "", _blank(r.max_attempts), r.signature or "",
-            r.limits or "", r.workflow or "",
+            r.limits or "", r.workflow or "", r.trace or "",
         ]  # fmt: skip
     return argv
 

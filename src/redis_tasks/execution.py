@@ -27,7 +27,7 @@ import redis
 from django.db import close_old_connections
 from django.utils.module_loading import import_string
 
-from . import cancellation, signalling, signatures
+from . import cancellation, signalling, signatures, task_logs
 from .calls import Claim
 from .compat import (
     TaskContext,
@@ -335,12 +335,25 @@ def call_sync(
     if freshness.stale() and not backend.store.owns(claim):
         return dropped()
     if cancel is None:
-        return _sync_body(backend, result)
+        return _logged_sync_body(backend, claim, result, backend.config.tracing)
     token = cancellation.running_under(cancel)
     try:
-        return _sync_body(backend, result)
+        return _logged_sync_body(backend, claim, result, backend.config.tracing)
     finally:
         cancellation.done(token)
+
+
+def _logged_sync_body(backend: Any, claim: Claim, result: Any, tracing_on: bool) -> Outcome:
+    """The body in this thread, its log records marked with the task (``task_logs``) and,
+    with tracing on, inside its consumer span (``tracing``)."""
+    with task_logs.running(result):
+        if not tracing_on:
+            return _sync_body(backend, result)
+        from . import tracing
+
+        return tracing.traced(
+            result, claim.fields.get(b"trace"), lambda: _sync_body(backend, result)
+        )
 
 
 def _sync_body(backend: Any, result: Any) -> Outcome:
@@ -399,17 +412,39 @@ def run_here(claim: Claim) -> Outcome:
         result = prepare(None, claim)  # (its parent checked its signature)
     except InvalidTaskPayload as exc:
         return failed(exc)
+    tracing_on = _tracing_on(result.backend)
     if not is_async(result):
-        return _sync_body(RedisBackend, result)
+        return _logged_sync_body(RedisBackend, claim, result, tracing_on)
 
-    async def body() -> Any:
-        await signalling.asend(task_started, RedisBackend, task_result=result)
-        return await result.task.func(*_call_args(result), **result.kwargs)
+    async def body() -> Outcome:
+        try:
+            await signalling.asend(task_started, RedisBackend, task_result=result)
+            return _succeeded(await result.task.func(*_call_args(result), **result.kwargs))
+        except BaseException as exc:
+            return failed(exc)
+
+    async def logged() -> Outcome:
+        task_logs.enter(result)
+        if not tracing_on:
+            return await body()
+        from . import tracing
+
+        return await tracing.atraced(result, claim.fields.get(b"trace"), body)
 
     try:
-        return _succeeded(asyncio.run(body()))
+        return asyncio.run(logged())
     except BaseException as exc:
         return failed(exc)
+
+
+def _tracing_on(alias: str) -> bool:
+    from .compat import task_backends
+
+    try:
+        config = getattr(task_backends[alias], "config", None)
+    except Exception:  # no such backend here: run untraced rather than not at all
+        return False
+    return bool(config is not None and config.tracing)
 
 
 async def run_sync(
@@ -456,6 +491,16 @@ async def run_async(
     its timeout."""
     if freshness.stale() and not await backend.store.aowns(claim):
         return dropped()
+    if not backend.config.tracing:
+        return await _async_body(backend, result)
+    from . import tracing
+
+    return await tracing.atraced(
+        result, claim.fields.get(b"trace"), lambda: _async_body(backend, result)
+    )
+
+
+async def _async_body(backend: RedisBackend, result: Any) -> Outcome:
     timeout = timeout_of(backend, result)
     deadline = None if timeout is None else asyncio.timeout(timeout)
     try:

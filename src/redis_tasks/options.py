@@ -67,6 +67,7 @@ class BackendOptions:
     isolation_memory_limit: int | None = None  # MiB of address space for each child
     sign_payloads: bool = False  # sign each task at enqueue, run only tasks signed so
     queue_limits: dict[str, QueueLimits] = field(default_factory=dict)  # limits.py
+    tracing: bool = False  # OpenTelemetry spans from enqueue to run (tracing.py)
 
 
 OPTION_NAMES = (
@@ -97,6 +98,7 @@ OPTION_NAMES = (
     "isolation_memory_limit",
     "sign_payloads",
     "queue_limits",
+    "tracing",
 )
 
 
@@ -177,6 +179,7 @@ VALIDATORS: dict[str, tuple[Any, str]] = {
     "isolated": (lambda v: isinstance(v, bool), "True or False"),
     "sign_payloads": (lambda v: isinstance(v, bool), "True or False"),
     "queue_limits": (lambda v: True, "checked by limits.parse_queue_limits"),
+    "tracing": (lambda v: isinstance(v, bool), "True or False"),
     "isolation_memory_limit": (
         _positive_int_or_none,
         "a positive number of MiB (each isolated task's address space), or None for no limit",
@@ -251,6 +254,13 @@ def parse_options(
     if "queue_limits" in raw:
         raw["queue_limits"], problems = parse_queue_limits(where, raw["queue_limits"])
         errors.extend(problems)
+    if raw.get("tracing") and not _opentelemetry_installed():
+        errors.append(checks.Error(
+            f"{where} sets 'tracing', but the OpenTelemetry API is not installed.",
+            hint="pip install 'django-redis-tasks[otel]' (and configure an OpenTelemetry SDK "
+            "in the project: see docs/observability.md), or leave 'tracing' out.",
+            id="redis_tasks.E010",
+        ))  # fmt: skip
     if "sentinels" in raw:
         raw["sentinels"] = tuple(sentinel_addresses(raw["sentinels"]) or ())
     if "enqueue_on_commit" in raw:
@@ -361,6 +371,12 @@ def topology_errors(where: str, location: str, raw: dict[str, Any]) -> list[chec
         checks.Error(f"{where} {problem}.", hint=hint, id="redis_tasks.E008")
         for problem, hint in problems
     ]
+
+
+def _opentelemetry_installed() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("opentelemetry") is not None
 
 
 def _cluster_transactions() -> bool:

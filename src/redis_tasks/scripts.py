@@ -31,7 +31,7 @@ KEEP_ASIDE_MS = 7 * 24 * 3600 * 1000  # dead-lettered ids and corrupt keys are k
 CLAIM_FIELDS = (
     "path", "queue", "priority", "backend", "args", "kwargs", "run_after", "enqueued_at",
     "started_at", "last_attempted_at", "errors", "workers", "uncounted", "status", "expires_at",
-    "sig", "limits", "wf_prev",
+    "sig", "limits", "wf_prev", "trace",
 )  # fmt: skip
 
 SPLICED: dict[str, str] = {

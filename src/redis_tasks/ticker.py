@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import logging
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from .compat import task_enqueued
 from .schedules import Schedule, resolve
@@ -72,7 +72,7 @@ class Ticker:
                     logger.error("Schedule %r cannot enqueue %s: %s", name, schedule.task, exc)
                     self._reported.add(name)
                 continue
-            outcome = store.tick(name, int(tick.timestamp() * 1000), action, request)
+            outcome = self._tick(name, int(tick.timestamp() * 1000), action, request)
             if outcome == "enqueued":
                 logger.info("Schedule %r: tick %s enqueued as task %s", name, tick.isoformat(),
                             result.id)  # fmt: skip
@@ -82,3 +82,12 @@ class Ticker:
             elif outcome == "full":
                 logger.warning("Schedule %r: backend full; tick %s retried", name, tick.isoformat())
         return max(wait, 0.001)
+
+    def _tick(self, name: str, tick_ms: int, action: bool, request: Any) -> str:
+        if not (action and self.backend.config.tracing):
+            return self.backend.store.tick(name, tick_ms, action, request)
+        from . import tracing
+
+        with tracing.sending(request.queue, [request.task_id], request.path, schedule=name) as c:
+            request = request if c is None else request._replace(trace=c)
+            return self.backend.store.tick(name, tick_ms, action, request)

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 import redis
 
-from . import cancellation, execution
+from . import cancellation, execution, task_logs
 from .capacity import Slots
 from .connection import redacted
 from .exceptions import InvalidTaskPayload
@@ -346,6 +346,7 @@ class Worker:
         try:
             try:
                 result = execution.prepare(backend, claim)
+                task_logs.enter(result)  # this job's context: its log lines name the task
                 if execution.isolate(backend, result):
                     self._jobs[claim.task_id] = (job, False)
                     outcome = await execution.run_isolated(

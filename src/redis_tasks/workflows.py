@@ -192,6 +192,21 @@ def _plan(workflow: Workflow, backend: Any) -> _Plan:
 
 
 def _send(backend: Any, plan: _Plan) -> None:
+    if not backend.config.tracing:
+        return _send_now(backend, plan)
+    from . import tracing
+
+    # One send span for the whole workflow: its first tasks carry it now, its later steps and
+    # its chord's callback when the script queues them (their specs hold it).
+    with tracing.sending(plan.requests[0].queue, plan.handle.all_ids) as carried:
+        if carried is not None:
+            plan.requests = [r._replace(trace=carried) for r in plan.requests]
+            specs = [{**spec, "trace": carried} for spec in json.loads(plan.record["specs"])]
+            plan.record["specs"] = json.dumps(specs)
+        return _send_now(backend, plan)
+
+
+def _send_now(backend: Any, plan: _Plan) -> None:
     store = backend.store
     call = calls.workflow(store.keys, store.settings, plan.handle.id, plan.record, plan.requests)
     try:

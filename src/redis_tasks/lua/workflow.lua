@@ -16,10 +16,10 @@ if reply[1] ~= 1 or replay then return reply end
 local ids, linked = cjson.decode(record.ids), false
 for t = 3, #reply do  -- members an identical unique task stands for: linked to it
   local holder = reply[t]
-  local own = ARGV[3 + 4 + (t - 3) * 12]
+  local own = ARGV[3 + 4 + (t - 3) * TASK_FIELDS]
   if holder ~= '' and holder ~= own then
     local key = ARGV[1] .. '{{TASK}}' .. holder
-    local link = ARGV[3 + 4 + (t - 3) * 12 + 11]
+    local link = ARGV[3 + 4 + (t - 3) * TASK_FIELDS + 11]
     local links = redis.call('HGET', key, 'wf')
     redis.call('HSET', key, 'wf', links and (links .. ';' .. link) or link)
     ids[t - 2], linked = holder, true

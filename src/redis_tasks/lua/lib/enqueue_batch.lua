@@ -9,12 +9,13 @@
 -- ARGV from `at`: maxsize|'', ttl_ms|'', backend alias, count, then per task TASK_FIELDS values:
 --   id, queue, priority, run_after_us|'', path, args, kwargs, unique key|'',
 --   max_attempts|'' (the task's own, for recovering from lost workers), signature|'',
---   limits|'' (its own limit groups: see lib/limits.lua), wf|'' (its workflow: lib/workflow.lua)
+--   limits|'' (its own limit groups: see lib/limits.lua), wf|'' (its workflow: lib/workflow.lua),
+--   trace|'' (the W3C trace context of its enqueue, with tracing on: tracing.py)
 -- Returns {1, now, existing id|'' per task} when queued, {0, waiting} when the backend would
 -- pass maxsize, {-1, id} when an id is taken by another task. An existing id is that of a
 -- unique task already queued or running, returned instead of a new one, or the task's own id
 -- when this very call was queued before (a send repeated after a lost reply: idempotent).
-local TASK_FIELDS = 12
+local TASK_FIELDS = 13  -- (workflow.lua, which includes this file, walks the batch by it too)
 local function enqueue_batch(prefix, at, now)
   local maxsize, ttl = tonumber(ARGV[at]), tonumber(ARGV[at + 1])
   local backend, count = ARGV[at + 2], tonumber(ARGV[at + 3])
@@ -83,6 +84,7 @@ local function enqueue_batch(prefix, at, now)
         id = ARGV[f], queue = ARGV[f + 1], priority = ARGV[f + 2], run_after = ARGV[f + 3],
         path = ARGV[f + 4], args = ARGV[f + 5], kwargs = ARGV[f + 6], unique = ARGV[f + 7],
         max_attempts = ARGV[f + 8], sig = ARGV[f + 9], limits = ARGV[f + 10], wf = ARGV[f + 11],
+        trace = ARGV[f + 12],
       }, backend, seq, ttl, now, now_text)
       if not added[queue] then
         repaired('SADD', KEYS[1], queue)

@@ -24,6 +24,7 @@ local function write_task(prefix, spec, backend, seq, ttl, now, now_text)
   field('limits', spec.limits)
   field('wf', spec.wf)
   field('wf_prev', spec.wf_prev)  -- its first argument is the previous step's value
+  field('trace', spec.trace)  -- the trace context of its enqueue (tracing.py)
   if spec.unique and spec.unique ~= '' then
     field('unique', spec.unique)
     redis.call('SET', prefix .. '{{UNIQUE}}' .. spec.unique, id)
