@@ -11,6 +11,7 @@ import redis
 
 from redis_tasks.compat import TaskResultStatus
 from redis_tasks.keys import Keys
+from redis_tasks.waiting import wait
 from tests import tasks
 from tests.helpers import manage, wait_until
 
@@ -50,6 +51,33 @@ def test_max_tasks_process_exits_after_n() -> None:
         [(r.status, r.worker_ids, r.errors) for r in results],
         out[-2000:],
     )
+
+
+def test_processes_replace_a_child_that_ran_its_max_tasks() -> None:
+    results = [tasks.add.enqueue(i, 1) for i in range(8)]
+    proc = manage("redis_tasks_worker", "--processes", "2", "--max-tasks", "2",
+                  "--max-tasks-jitter", "0", "--concurrency", "1")  # fmt: skip
+    try:
+        for result in results:  # 8 tasks, 2 a process: at least 4 processes ran them
+            wait(result, timeout=60)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        out, _ = proc.communicate(timeout=60)
+    assert proc.returncode == 0, out
+    pids = {refreshed(r).worker_ids[0].split(":")[1] for r in results}
+    assert all(r.status == TaskResultStatus.SUCCESSFUL for r in results)
+    assert len(pids) >= 4 and str(proc.pid) not in pids, pids
+
+
+def test_max_tasks_jitter_adds_at_most_its_value_and_needs_max_tasks() -> None:
+    from redis_tasks.management.commands.redis_tasks_worker import _with_jitter
+
+    drawn = {_with_jitter(10, 3) for _ in range(200)}
+    assert drawn == {10, 11, 12, 13}
+    assert _with_jitter(10, None) == _with_jitter(10, 0) == 10 and _with_jitter(None, 5) is None
+    proc = manage("redis_tasks_worker", "--max-tasks-jitter", "5", "--burst")
+    out, _ = proc.communicate(timeout=60)
+    assert proc.returncode != 0 and "give --max-tasks too" in out
 
 
 def test_unknown_backend_or_queue_is_a_clear_error() -> None:

@@ -2,8 +2,9 @@
 
 The parent only supervises: it starts the children (the same command without --processes),
 passes SIGTERM/SIGINT on to them (a second one as EXIT_NOW), restarts a child that dies or
-asks for a fresh process (exit code 3) while it is not stopping, and exits with the highest
-exit code of its children.
+asks for a fresh process (exit code 3, after a pause) while it is not stopping, replaces at once
+a child that ran its --max-tasks (exit code 4), and exits with the highest exit code of its
+children.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ logger = logging.getLogger("redis_tasks")
 RESTART_PAUSE = 1.0  # seconds between restarts of a child that keeps dying
 SUPERVISED = "REDIS_TASKS_SUPERVISED"  # set in the children's environment
 EXIT_NOW = signal.SIGUSR1  # the supervisor's second signal, to its children
+EXIT_RECYCLE = 4  # a child's exit code: it ran its --max-tasks; start a fresh one at once
 
 
 def _die_with_parent(parent: int) -> Callable[[], None]:
@@ -85,12 +87,16 @@ class Supervisor:
                 code = child.poll()
                 if code is None or index in codes:
                     continue
-                if code != 0 and not self.burst and not self.signals:  # crashed, or EXIT_RESTART
+                if code == EXIT_RECYCLE and not self.signals:
+                    logger.info("Worker process %d ran its --max-tasks; starting a fresh one",
+                                child.pid)  # fmt: skip
+                    self.children[index] = self._start()
+                elif code != 0 and not self.burst and not self.signals:  # crashed, EXIT_RESTART
                     logger.warning("Worker process %d exited with %d; starting another",
                                    child.pid, code)  # fmt: skip
                     time.sleep(RESTART_PAUSE)
                     self.children[index] = self._start()
                 else:
-                    codes[index] = code
+                    codes[index] = 0 if code == EXIT_RECYCLE else code
             time.sleep(0.05)
         return max(codes.values(), default=0)

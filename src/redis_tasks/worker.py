@@ -118,6 +118,12 @@ class Worker:
         return self._stopping is not None and self._stopping.is_set()
 
     @property
+    def recycled(self) -> bool:
+        """Whether it stopped because --max-tasks was reached (not for a signal or an error):
+        a supervisor then starts a fresh process in its place."""
+        return self.slots is not None and self.slots.limit_reached and not self.exit_code
+
+    @property
     def abandoned_threads(self) -> int:
         """Sync tasks past their timeout (or shutdown) whose thread still runs."""
         return 0 if self.slots is None else self.slots.abandoned_threads

@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import random
 import signal
 import sys
 import time
@@ -17,7 +18,7 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from redis_tasks.backend import redis_backends
 from redis_tasks.progress_line import ProgressLine, keep_logs_apart, show_progress
-from redis_tasks.supervisor import EXIT_NOW, SUPERVISED, Supervisor
+from redis_tasks.supervisor import EXIT_NOW, EXIT_RECYCLE, SUPERVISED, Supervisor
 from redis_tasks.worker import DEFAULT_BURST_GIVE_UP, DEFAULT_GRACE, Worker
 
 DUPLICATE_WINDOW = 2.0  # seconds: a second stop signal this soon is the same stop
@@ -27,7 +28,7 @@ def child_args(options: dict[str, Any]) -> list[str]:
     """The command line of one child of --processes: the same options, one process."""
     args = [f"--backend={b}" for b in options["backends"]]
     args += [f"--queue={q}" for q in options["queues"]]
-    for name in ("concurrency", "max_tasks", "grace", "give_up_after"):
+    for name in ("concurrency", "max_tasks", "max_tasks_jitter", "grace", "give_up_after"):
         if options[name] is not None:
             args.append(f"--{name.replace('_', '-')}={options[name]}")
     if options["burst"]:
@@ -43,11 +44,24 @@ def non_negative_float(value: str) -> float:
     return number
 
 
+def non_negative_int(value: str) -> int:
+    number = int(value)
+    if number < 0:
+        raise ValueError(value)
+    return number
+
+
 def positive_int(value: str) -> int:
     number = int(value)
     if number < 1:
         raise ValueError(value)
     return number
+
+
+def _with_jitter(max_tasks: int | None, jitter: int | None) -> int | None:
+    if max_tasks is None or not jitter:
+        return max_tasks
+    return max_tasks + random.randint(0, jitter)
 
 
 class Command(BaseCommand):
@@ -96,7 +110,16 @@ class Command(BaseCommand):
             "--max-tasks",
             type=positive_int,
             default=None,
-            help="Exit after running this many tasks.",
+            help="Exit after running this many tasks (under --processes, the supervisor then "
+            "starts a fresh process in its place).",
+        )
+        parser.add_argument(
+            "--max-tasks-jitter",
+            type=non_negative_int,
+            default=None,
+            metavar="N",
+            help="Add a random 0..N to --max-tasks, drawn by each process, so that processes "
+            "started together are not all recycled at once.",
         )
         parser.add_argument(
             "--grace",
@@ -134,6 +157,11 @@ class Command(BaseCommand):
             raise CommandError(str(exc)) from exc
         if not backends:
             raise CommandError("settings.TASKS has no RedisBackend to serve.")
+        if options["max_tasks_jitter"] is not None and options["max_tasks"] is None:
+            raise CommandError(
+                "--max-tasks-jitter adds to --max-tasks: give --max-tasks too, e.g. "
+                "--max-tasks 1000 --max-tasks-jitter 100."
+            )
         for backend in backends:
             if backend.queues:
                 unknown = set(options["queues"]) - backend.queues
@@ -157,7 +185,7 @@ class Command(BaseCommand):
             queues=options["queues"],
             concurrency=options["concurrency"] or max(b.config.concurrency for b in backends),
             burst=options["burst"],
-            max_tasks=options["max_tasks"],
+            max_tasks=_with_jitter(options["max_tasks"], options["max_tasks_jitter"]),
             grace=options["grace"],
             give_up_after=options["give_up_after"],
         )
@@ -166,6 +194,8 @@ class Command(BaseCommand):
             progress = options["burst"] and sys.stderr.isatty()
         self.bar = ProgressLine(sys.stderr) if progress else None
         asyncio.run(self._run(worker, backends))
+        if worker.recycled and os.environ.get(SUPERVISED) == "1" and not options["burst"]:
+            worker.exit_code = EXIT_RECYCLE  # the supervisor starts a fresh process in its place
         if worker.abandoned_threads or worker.exit_code:
             # Threads of timed-out sync tasks cannot be joined: leave without waiting for them.
             sys.stdout.flush()
