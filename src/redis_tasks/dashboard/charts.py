@@ -99,37 +99,31 @@ class _Frame:
         self.top_value = top_value
 
     def x(self, index: int) -> float:
-        return LEFT + index * self.step
+        return round(LEFT + index * self.step, 1)
 
     def y(self, value: float) -> float:
-        return HEIGHT - BOTTOM - value / self.top_value * (HEIGHT - BOTTOM - TOP)
+        return round(HEIGHT - BOTTOM - value / self.top_value * (HEIGHT - BOTTOM - TOP), 1)
 
 
 def _path(frame: _Frame, values: Sequence[int | None]) -> str:
     """Segments over consecutive known values (an unknown one, a minute without a depth
     sample, leaves a gap); a lone value is a zero-length segment, drawn as a dot."""
     parts: list[str] = []
-    previous: int | None = None
-    for i, value in enumerate(values):
+    run = 0  # points in the segment being drawn
+    for i, value in enumerate([*values, None]):
         if value is None:
-            if previous is not None and parts[-1].startswith("M"):
+            if run == 1:
                 parts.append("l0 0")
-            previous = None
-            continue
-        command = "L" if previous is not None else "M"
-        parts.append(f"{command}{_number(frame.x(i))} {_number(frame.y(value))}")
-        previous = value
-    if previous is not None and parts[-1].startswith("M"):
-        parts.append("l0 0")
+            run = 0
+        else:
+            parts.append(f"{'L' if run else 'M'}{_number(frame.x(i))} {_number(frame.y(value))}")
+            run += 1
     return " ".join(parts)
 
 
 def _end(frame: _Frame, values: Sequence[int | None]) -> tuple[float, float] | None:
-    for i in range(len(values) - 1, -1, -1):
-        value = values[i]
-        if value is not None:
-            return (round(frame.x(i), 1), round(frame.y(value), 1))
-    return None
+    i = next((i for i in range(len(values) - 1, -1, -1) if values[i] is not None), None)
+    return None if i is None else (frame.x(i), frame.y(values[i] or 0))
 
 
 def _chart(hour: LastHour, kind: str, names: Sequence[str], alias: str) -> Chart:
@@ -153,7 +147,7 @@ def _chart(hour: LastHour, kind: str, names: Sequence[str], alias: str) -> Chart
         for i, anchor in ((0, "start"), (last // 2, "middle"), (last, "end"))
     )
     columns = tuple(
-        Column(frame.x(i) - frame.step / 2, _tooltip(m, names))
+        Column(round(frame.x(i) - frame.step / 2, 1), _tooltip(m, names))
         for i, m in enumerate(minutes)
         if any(m.value(n) for n in names) or (not counts and m.waiting is not None)
     )
@@ -175,7 +169,7 @@ def _chart(hour: LastHour, kind: str, names: Sequence[str], alias: str) -> Chart
         y_ticks=tuple(Tick(frame.y(v), str(v)) for v in y_values),
         x_ticks=x_ticks,
         columns=columns,
-        column_width=frame.step,
+        column_width=round(frame.step, 1),
     )
 
 
