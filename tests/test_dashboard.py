@@ -25,8 +25,9 @@ from django.test.utils import override_settings
 from django.urls import path, reverse
 from django.utils import timezone
 
+from redis_tasks import series
 from redis_tasks.compat import task_backends
-from redis_tasks.dashboard import queries
+from redis_tasks.dashboard import charts, queries
 from redis_tasks.dashboard.admin import DashboardAdmin
 from redis_tasks.dashboard.models import Dashboard
 from redis_tasks.ops import Inspector
@@ -246,6 +247,73 @@ def test_overview_counts_queues_workers_and_throughput(
             assert f'id="backend-{alias}"' in html
     finally:
         release.touch()
+
+
+def chart_values(html: str, alias: str, kind: str) -> dict[str, str]:
+    """A chart's lines in the page: name -> its total (counts) or latest value (depth)."""
+    section = html.split(f'id="backend-{alias}"', 1)[1].split('class="rtd-section"', 1)[0]
+    figure = section.split(f'data-chart="{kind}"', 1)[1].split("</figure>", 1)[0]
+    return dict(re.findall(r'data-line="(\w+)" data-(?:total|latest)="(\d+)"', figure))
+
+
+@pytest.mark.django_db
+def test_the_overview_charts_the_last_hour(viewer: Client) -> None:
+    for i in range(3):
+        tasks.add.enqueue(i, i)
+    tasks.fail.enqueue("one")
+    tasks.fail.enqueue("two")
+    burst()  # started 5: 3 succeeded, 2 failed
+    tasks.add.enqueue(1, 1)
+    tasks.add.using(queue_name="reports").enqueue(2, 2)
+    tasks.add.using(run_after=timezone.now() + timedelta(hours=1)).enqueue(3, 3)
+
+    response = viewer.get(reverse(OVERVIEW))
+    default = next(b for b in response.context["backends"] if b.alias == "default")
+    assert default.hour is not None and default.hour.total("started") == 5
+    html = response.content.decode()
+    assert chart_values(html, "default", "throughput") == {
+        "started": "5", "succeeded": "3", "failed": "2",
+    }  # fmt: skip
+    # The depth chart ends at the page's own counts: 3 waiting, none running.
+    assert chart_values(html, "default", "depth") == {"waiting": "3", "running": "0"}
+    assert chart_values(html, "other", "throughput") == {
+        "started": "0", "succeeded": "0", "failed": "0",
+    }  # fmt: skip
+    # Accessible: an image with a title and a text summary.
+    dom_id = "rtd-chart-default-throughput"
+    assert (f'<svg id="{dom_id}" viewBox="0 0 480 150" role="img" '
+            f'aria-labelledby="{dom_id}-title {dom_id}-desc">') in html  # fmt: skip
+    title = "Tasks per minute, last hour, backend default"
+    assert f'<title id="{dom_id}-title">{title}</title>' in html
+    assert "In the last hour: started 5, succeeded 3, failed 2; at most " in html
+    assert "<script" not in html.split('id="content-main"', 1)[1]  # no JavaScript
+
+
+def test_a_chart_scales_to_round_numbers_and_leaves_gaps_where_nothing_was_sampled() -> None:
+    assert [charts.nice_ceiling(n) for n in (1, 2, 3, 7, 10, 11, 99, 101)] == [
+        1, 2, 5, 10, 10, 20, 100, 200,
+    ]  # fmt: skip
+    minutes = [series.Minute(m * 60_000) for m in range(60)]
+    minutes[10] = series.Minute(10 * 60_000, started=7, succeeded=3, waiting=4, running=1)
+    minutes[11] = series.Minute(11 * 60_000, waiting=6, running=0)
+    minutes[30] = series.Minute(30 * 60_000, waiting=1, running=1)
+    hour = series.LastHour(tuple(minutes))
+    throughput = charts.throughput(hour, "a b")
+    assert throughput.dom_id == "rtd-chart-a-b-throughput"
+    assert [t.label for t in throughput.y_ticks] == ["0", "5", "10"]  # 7 rounds up to 10
+    started = throughput.lines[0]
+    assert (started.name, started.total, started.path.count("L")) == ("started", 7, 59)
+    assert [c.title.split(": ", 1)[1] for c in throughput.columns] == [
+        "started 7, succeeded 3, failed 0"
+    ]
+    depth = charts.depth(hour, "a")
+    waiting = depth.lines[0]
+    assert waiting.latest == 1 and [t.label for t in depth.y_ticks] == ["0", "5", "10"]
+    # Two samples in a row make a segment; a lone one a dot (a zero-length segment).
+    assert re.fullmatch(r"M[\d.]+ [\d.]+ L[\d.]+ [\d.]+ M[\d.]+ [\d.]+ l0 0", waiting.path)
+    assert len(depth.columns) == 3 and depth.columns[0].title.endswith("waiting 4, running 1")
+    empty = charts.depth(series.LastHour(tuple(series.Minute(m * 60_000) for m in range(60))), "a")
+    assert empty.lines[0].path == "" and empty.summary == "No depth known."
 
 
 @pytest.mark.django_db
@@ -564,7 +632,8 @@ def test_pages_stay_cheap_with_100000_tasks_in_a_queue(
     other = next(b for b in response.context["backends"] if b.alias == "other")
     assert other.totals["ready"] == 100_010
     assert "100,000" in response.content.decode()
-    # About fifteen commands per backend (six RedisBackends in the test settings).
+    # About twenty commands per backend (nine RedisBackends in the test settings), two of them
+    # the charts' last hour.
     assert commands < 25 * len(response.context["backends"]), commands
     assert sent < 20_000, sent
 
@@ -737,6 +806,27 @@ def test_in_a_real_browser(
         backend = browser.find_element(By.ID, "backend-default")
         assert backend.find_element(By.CSS_SELECTOR, "[data-throughput]").text == "8"
         assert len(backend.find_elements(By.CSS_SELECTOR, "table.rtd-workers tbody tr")) == 1
+
+        # The charts: drawn, and their numbers are the known counts. Started: the eight the
+        # burst ran and the one running; the depth ends at the cards' counts.
+        def chart(kind: str) -> dict[str, str]:
+            pairs = browser.execute_script(
+                "return Array.from(document.querySelectorAll("
+                f"'#backend-default figure[data-chart={kind}] path[data-line]'))"
+                ".map(p => [p.dataset.line, p.dataset.total ?? p.dataset.latest])"
+            )
+            return dict(pairs)
+
+        assert chart("throughput") == {"started": "9", "succeeded": "6", "failed": "2"}
+        assert chart("depth") == {"waiting": "6", "running": "1"}
+        svg = backend.find_element(By.CSS_SELECTOR, "figure[data-chart=throughput] svg")
+        assert svg.size["width"] > 300 and svg.size["height"] > 80, svg.size
+        rise = "return arguments[0].querySelector('path[data-line=started]').getBBox().height"
+        assert browser.execute_script(rise, svg) > 10  # a line going up to the burst
+        title = svg.find_element(By.TAG_NAME, "title").get_attribute("textContent")
+        assert title == "Tasks per minute, last hour, backend default"
+        legend = backend.find_element(By.CSS_SELECTOR, "figure[data-chart=throughput] figcaption")
+        assert "Started 9" in legend.text and "Failed 2" in legend.text
         screenshot(browser, "overview", height=1180)
 
         # The list of ready tasks, from the overview's card; cancel the first one.

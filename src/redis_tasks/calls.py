@@ -186,7 +186,7 @@ def claimed(reply: list[Any]) -> ClaimBatch:
                       time.monotonic())  # fmt: skip
 
 
-# --- finish, requeue, renew -----------------------------------------------------------------
+# --- finish, requeue, renew, sample ---------------------------------------------------------
 
 FINISH_ITEM_WIDTH = 5
 
@@ -234,6 +234,16 @@ def renew(k: Keys, settings: Settings, leases: dict[str, str]) -> Call:
 def renewed(reply: list[Any]) -> list[str]:
     """The ids whose lease was lost."""
     return [x.decode() for x in reply]
+
+
+def sample(k: Keys) -> Call:
+    """The depth of the minute for the charts (series.py); its reply: (now_ms, taken), where
+    taken is False when this minute was sampled already."""
+    return Call(scripts.SAMPLE, [k.series, k.queues, k.running], [k.prefix])
+
+
+def sampled(reply: list[Any]) -> tuple[int, bool]:
+    return int(reply[0]), reply[1] == 1
 
 
 # --- operators ------------------------------------------------------------------------------

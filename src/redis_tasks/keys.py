@@ -30,6 +30,8 @@ DEAD = "dead"  # sorted set: ids of entries that could not be handled -> time mo
 TASK = "task:"  # + task id; hash: the task and its result
 DONE = "done:"  # + SUCCESSFUL or FAILED; sorted set: finished ids kept -> finished_at (ms)
 STATS = "stats"  # hash: event counters (enqueued, started, succeeded, failed, retried, ...)
+SERIES = "series"  # hash: '<minute>:<name>' -> the last hour's counts and depth (series.py)
+MINUTE = "minute"  # hash: '<minute>:<event>' -> the current minute's counts (series.py)
 WORKERS = "workers"  # sorted set: live worker ids -> heartbeat deadline (ms)
 WORKER = "worker:"  # + worker id; hash: what the worker reports about itself (expires)
 UNIQUE = "unique:"  # + unique key; string: id of the queued or running task holding the key
@@ -116,6 +118,14 @@ class Keys:
     @property
     def stats(self) -> str:
         return self.prefix + STATS
+
+    @property
+    def series(self) -> str:
+        return self.prefix + SERIES
+
+    @property
+    def minute(self) -> str:
+        return self.prefix + MINUTE
 
     @property
     def workers(self) -> str:

@@ -3,7 +3,8 @@
 A claimed task is leased to its worker for ``lease_timeout`` seconds; the heartbeat renews every
 lease held a third of that apart, from a thread with its own Redis connections, so neither a
 busy event loop nor CPU-bound sync tasks can starve it. The same beat keeps the worker's entry
-in the registry fresh (``redis_tasks status``). A lease found taken is logged: another attempt
+in the registry fresh (``redis_tasks status``) and, once a minute, offers a sample of the queue
+depth to the dashboard's charts (``series.py``). A lease found taken is logged: another attempt
 owns the task now, and this worker's outcome will be refused by the finish script.
 """
 
@@ -12,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import threading
+import time
 from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -66,6 +68,8 @@ class Heartbeat:
         self.leases = leases
         self.info = info
         self.interval = min(b.config.lease_timeout for b in backends) / 3
+        # Per backend: when (time.monotonic()) its next minute begins, the next depth sample.
+        self._next_sample: dict[str, float] = {}
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="redis-tasks-heartbeat", daemon=True)
 
@@ -109,3 +113,15 @@ class Heartbeat:
                 "Worker %s lost the lease of task %s; its outcome will be discarded",
                 self.worker_id, task_id,
             )  # fmt: skip
+        if time.monotonic() >= self._next_sample.get(backend.alias, 0.0):
+            self._sample(backend, client)
+
+    def _sample(self, backend: RedisBackend, client: Any) -> None:
+        """The minute's depth sample (taken by the first worker to ask in the minute); then
+        nothing until the next minute on the Redis clock."""
+        try:
+            now_ms, _ = backend.store.sample_depth(client)
+        except Exception as exc:
+            logger.warning("Worker %s: depth sample failed: %s", self.worker_id, exc)
+            return
+        self._next_sample[backend.alias] = time.monotonic() + (60_000 - now_ms % 60_000) / 1000

@@ -26,6 +26,8 @@ PRIORITY_STEP = 2**40
 PROMOTED_OFFSET = 2**39
 DUE_WRAP = 2**38
 KEEP_ASIDE_MS = 7 * 24 * 3600 * 1000  # dead-lettered ids and corrupt keys are kept a week
+# The series of the dashboard's charts keeps this many minutes (lib/series.lua, series.py).
+SERIES_MINUTES = 60
 
 # The fields of a task hash that a claim returns (what running it needs), in this order.
 CLAIM_FIELDS = (
@@ -42,6 +44,8 @@ SPLICED: dict[str, str] = {
     "DONE": keys.DONE,
     "DEAD": keys.DEAD,
     "STATS": keys.STATS,
+    "SERIES": keys.SERIES,
+    "MINUTE": keys.MINUTE,
     "RUNNING": keys.RUNNING,
     "QUEUES": keys.QUEUES,
     "HEADS": keys.HEADS,
@@ -63,6 +67,7 @@ SPLICED: dict[str, str] = {
     "PROMOTED_OFFSET": str(PROMOTED_OFFSET),
     "DUE_WRAP": str(DUE_WRAP),
     "KEEP_ASIDE_MS": str(KEEP_ASIDE_MS),
+    "SERIES_MINUTES": str(SERIES_MINUTES),
     "CLAIM_FIELDS": "{" + ", ".join(f"'{f}'" for f in CLAIM_FIELDS) + "}",
 }
 INCLUDE = re.compile(r'^--- @include "([\w/]+)"\s*$', re.MULTILINE)
@@ -116,4 +121,5 @@ OPERATE = load("operate")
 WORKFLOW = load("workflow")
 PROGRESS = load("progress")
 PURGE = load("purge")
-ALL = (ENQUEUE, TICK, CLAIM, FINISH, REQUEUE, RENEW, OPERATE, PURGE, WORKFLOW, PROGRESS)
+SAMPLE = load("sample")
+ALL = (ENQUEUE, TICK, CLAIM, FINISH, REQUEUE, RENEW, OPERATE, PURGE, WORKFLOW, PROGRESS, SAMPLE)

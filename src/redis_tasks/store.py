@@ -233,6 +233,11 @@ class TaskStore:
         call = calls.renew(self.keys, self.settings, leases)
         return calls.renewed(SyncSender(client).run(call))
 
+    def sample_depth(self, client: SyncClient) -> tuple[int, bool]:
+        """Record this minute's depth for the charts (``series.py``) unless it is recorded
+        already; (now_ms, whether this call recorded it)."""
+        return calls.sampled(SyncSender(client).run(calls.sample(self.keys)))
+
     def register_worker(
         self, client: SyncClient, worker_id: str, info: dict[str, Any], ttl: float
     ) -> None:

@@ -18,6 +18,8 @@ from ..backend import RedisBackend
 from ..connection import redacted
 from ..ops import Inspector, TaskSummary
 from ..sender import SyncClient
+from ..series import LastHour, last_hour
+from .charts import Chart
 
 # States in the order the dashboard shows them, with their labels.
 STATE_LABELS = {
@@ -83,21 +85,24 @@ class BackendOverview:
     location: str = ""
     error: str | None = None
     totals: dict[str, int] = field(default_factory=dict)
+    waiting: int = 0  # ready, deferred and held back by a limit: what maxsize counts
     queues: list[dict[str, Any]] = field(default_factory=list)
     workers: list[dict[str, Any]] = field(default_factory=list)
     throughput: Throughput = field(default_factory=Throughput)
-    # Filled in by the view: (state, label, count, list URL) and action URLs.
+    hour: LastHour | None = None  # per minute: started, succeeded, failed; depth samples
+    # Filled in by the view: (state, label, count, list URL), the charts and action URLs.
     cards: list[tuple[str, str, int, str]] = field(default_factory=list)
+    charts: list[Chart] = field(default_factory=list)
     drain_url: str = ""
     purge_url: str = ""
     pause_url: str = ""
 
 
-def throughput(inspector: Inspector) -> Throughput:
-    """Tasks finished in the last minute and the last ten: ZCOUNT over the done indexes (scored
-    by finish time in ms, Redis clock). Results not kept (purged, expired) are not counted."""
+def throughput(inspector: Inspector, now: int) -> Throughput:
+    """Tasks finished in the last minute and the last ten before ``now`` (ms, Redis clock):
+    ZCOUNT over the done indexes, scored by finish time. Results not kept (purged, expired) are
+    not counted."""
     client, keys = inspector.client, inspector.keys
-    now = _now_ms(client)
     pipe = client.pipeline(transaction=False)
     for window in (60_000, 600_000):
         pipe.zcount(keys.done("SUCCESSFUL"), now - window, "+inf")
@@ -112,11 +117,14 @@ def backend_overview(backend: RedisBackend) -> BackendOverview:
     found.namespace = inspector.keys.namespace
     try:
         data = inspector.overview()
-        found.throughput = throughput(inspector)
+        now = _now_ms(inspector.client)
+        found.throughput = throughput(inspector, now)
+        found.hour = last_hour(inspector.client, inspector.keys, now)
     except redis.RedisError as exc:
         found.error = f"{type(exc).__name__}: {exc}"
         return found
     found.totals = data["totals"]
+    found.waiting = found.totals["ready"] + found.totals["deferred"] + sum(data["held"].values())
     found.queues = [
         {"name": name, **counts, "held": data["held"].get(name, 0),
          "paused": name in data["paused"]}

@@ -31,7 +31,7 @@ from django.utils.http import url_has_allowed_host_and_scheme
 
 from ..backend import RedisBackend, redis_backends
 from ..ops import STATES, Inspector, OperationRefused
-from . import queries
+from . import charts, queries
 from .models import MANAGE_PERMISSION, VIEW_PERMISSION
 
 if TYPE_CHECKING:
@@ -181,6 +181,9 @@ def overview(model_admin: DashboardAdmin, request: HttpRequest) -> HttpResponse:
             (state, label, b.totals.get(state, 0), listing(backend=b.alias, state=state))
             for state, label in queries.STATE_LABELS.items()
         ]
+        if b.hour is not None:
+            now = b.hour.with_depth_now(b.waiting, b.totals["running"])
+            b.charts = [charts.throughput(b.hour, b.alias), charts.depth(now, b.alias)]
         b.drain_url = _url(model_admin, "redis_tasks_dashboard_drain", b.alias)
         b.pause_url = _url(model_admin, "redis_tasks_dashboard_pause", b.alias)
         b.purge_url = _url(model_admin, "redis_tasks_dashboard_purge", b.alias)

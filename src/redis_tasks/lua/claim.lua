@@ -100,7 +100,7 @@ local due_queues, first_due = promote()
 local next_release = release_due(max_count)
 while claim_round() and claimed < max_count do end
 
-if claimed > 0 then tally(prefix, 'started', claimed) end
+if claimed > 0 then tally(prefix, 'started', claimed, now) end
 if claimed == 0 then
   -- Tokens left by enqueues this claim has now seen would only wake idle workers for nothing;
   -- an enqueue after this script pushes a fresh one, so no wake-up is lost.

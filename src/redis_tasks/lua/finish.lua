@@ -70,6 +70,6 @@ if #finished > 0 then redis.call('ZREM', KEYS[1], unpack(finished)) end
 for status, entries in pairs(done) do
   if #entries > 0 then repaired('ZADD', prefix .. '{{DONE}}' .. status, unpack(entries)) end
 end
-if succeeded > 0 then tally(prefix, 'succeeded', succeeded) end
-if failed > 0 then tally(prefix, 'failed', failed) end
+if succeeded > 0 then tally(prefix, 'succeeded', succeeded, now) end
+if failed > 0 then tally(prefix, 'failed', failed, now) end
 return out

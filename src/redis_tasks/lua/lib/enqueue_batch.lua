@@ -3,6 +3,7 @@
 --- @include "lib/unique"
 --- @include "lib/index"
 --- @include "lib/stats"
+--- @include "lib/depth"
 --- @include "lib/write_task"
 -- Queue a batch of tasks, all or none (shared by enqueue.lua and tick.lua).
 -- KEYS: queues, sequence, expiry, wake, heads, due (then anything the caller uses)
@@ -49,15 +50,7 @@ local function enqueue_batch(prefix, at, now)
     if existing[t + 1] == '' then new = new + 1 end
   end
   if maxsize and new > 0 then
-    local waiting = 0
-    local queues = repaired('SMEMBERS', KEYS[1])
-    for i = 1, #queues do
-      waiting = waiting + repaired('ZCARD', prefix .. '{{READY}}' .. queues[i])
-        + repaired('ZCARD', prefix .. '{{DEFERRED}}' .. queues[i])
-    end
-    for _, held in ipairs(repaired('HVALS', prefix .. '{{HELD_N}}')) do  -- held back by limits
-      waiting = waiting + (tonumber(held) or 0)
-    end
+    local waiting = waiting_tasks(prefix, KEYS[1])
     if waiting + new > maxsize then return {0, waiting} end
   end
   -- From here on every step succeeds (a key of a wrong type is moved aside, never an error),

@@ -16,7 +16,7 @@ local function finish_failed(prefix, key, now, class_path, message, result_ttl)
   redis.call('HDEL', key, 'owner')
   if result_ttl then redis.call('EXPIRE', key, result_ttl) end
   index_done(prefix, key, 'FAILED', now)
-  tally(prefix, 'failed')
+  tally(prefix, 'failed', 1, now)
   local id = string.sub(key, #prefix + #'{{TASK}}' + 1)
   local wf = redis.call('HGET', key, 'wf')
   if wf then workflow_outcome(prefix, key, id, wf, 'FAILED', nil, now) end

@@ -49,7 +49,7 @@ local function record_failed(prefix, spec, backend, now, class_path, message, re
     'errors', '[' .. error_json(class_path, class_path .. ': ' .. message) .. ']')
   if result_ttl then redis.call('EXPIRE', key, result_ttl) end
   index_done(prefix, key, 'FAILED', now)
-  tally(prefix, 'failed')
+  tally(prefix, 'failed', 1, now)
 end
 
 local function end_workflow(wkey, state, result_ttl)
