@@ -77,6 +77,14 @@ class Supervisor:
             if child.poll() is None:
                 child.send_signal(signum if self.signals == 1 else EXIT_NOW)
 
+    def _clean_stops(self) -> tuple[int, ...]:
+        """Exit codes that mean a child stopped as asked: 0; a child that ran its --max-tasks
+        while the pool stops; a child still starting (no handler yet) when the stop signal
+        it was sent came, and killed by that signal."""
+        if not self.signals:
+            return (0,)
+        return (0, EXIT_RECYCLE, -signal.SIGTERM, -signal.SIGINT)
+
     def run(self) -> int:
         for signum in (signal.SIGTERM, signal.SIGINT):
             signal.signal(signum, self._forward)
@@ -97,6 +105,6 @@ class Supervisor:
                     time.sleep(RESTART_PAUSE)
                     self.children[index] = self._start()
                 else:
-                    codes[index] = 0 if code == EXIT_RECYCLE else code
+                    codes[index] = 0 if code in self._clean_stops() else code
             time.sleep(0.05)
         return max(codes.values(), default=0)

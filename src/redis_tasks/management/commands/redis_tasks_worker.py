@@ -214,11 +214,14 @@ class Command(BaseCommand):
             # the supervisor): a repeat within DUPLICATE_WINDOW is that, a later one means
             # "exit now" as for a single process.
             now = time.monotonic()
-            repeat = bool(first_signal_at) and now - first_signal_at[0] < DUPLICATE_WINDOW
+            earlier = bool(first_signal_at)
+            repeat = earlier and now - first_signal_at[0] < DUPLICATE_WINDOW
             first_signal_at[:] = first_signal_at or [now]
             if supervised and signum != EXIT_NOW and repeat:
                 return
-            if signum == EXIT_NOW or worker.stopping:
+            # Only a second signal exits at once: a worker stopping on its own (--max-tasks
+            # reached, its burst done) when the first one comes still ends cleanly.
+            if signum == EXIT_NOW or earlier:
                 self.say(
                     f"Second stop signal ({signal.Signals(signum).name}): exiting now; leases "
                     "return the running tasks to their queues."
