@@ -19,7 +19,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, suppress
 from importlib.metadata import version
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, cast
+from typing import IO, TYPE_CHECKING, Any, cast
 
 if TYPE_CHECKING:
     from redis_tasks.backend import RedisBackend
@@ -115,25 +115,11 @@ class System:
         """Run the worker processes; yields their pids. Stopped (SIGTERM, then SIGKILL of the
         process group each was started in) on the way out. Their output goes to one temp file,
         shown if something fails."""
-        env = {
-            **os.environ,
-            **self.env,
-            "PYTHONPATH": os.pathsep.join([str(ROOT), str(ROOT / "src")]),
-        }
         procs: list[subprocess.Popen[bytes]] = []
         with tempfile.TemporaryFile() as log:
             try:
                 for command in self.worker_commands(processes, options):
-                    procs.append(
-                        subprocess.Popen(
-                            [sys.executable, "-m", "django", *command],
-                            cwd=ROOT,
-                            env=env,
-                            stdout=log,
-                            stderr=log,
-                            start_new_session=True,
-                        )
-                    )
+                    procs.append(self.spawn(command, log))
                 yield [p.pid for p in procs]
                 for p in procs:
                     if p.poll() is not None:
@@ -143,9 +129,26 @@ class System:
                 sys.stderr.write(log.read().decode(errors="replace")[-3000:])
                 raise
             finally:
-                self._stop(procs, processes)
+                self.stop_workers(procs, processes)
 
-    def _stop(self, procs: list[subprocess.Popen[bytes]], processes: int) -> None:
+    def spawn(self, command: list[str], log: IO[bytes]) -> subprocess.Popen[bytes]:
+        """Start one worker command (after ``python -m django``) in a new process group, on
+        this interpreter, with the settings of this system; its output goes to ``log``."""
+        env = {
+            **os.environ,
+            **self.env,
+            "PYTHONPATH": os.pathsep.join([str(ROOT), str(ROOT / "src")]),
+        }
+        return subprocess.Popen(
+            [sys.executable, "-m", "django", *command],
+            cwd=ROOT,
+            env=env,
+            stdout=log,
+            stderr=log,
+            start_new_session=True,
+        )
+
+    def stop_workers(self, procs: list[subprocess.Popen[bytes]], processes: int) -> None:
         for p in procs:
             if p.poll() is None:
                 p.send_signal(signal.SIGTERM)
@@ -188,6 +191,8 @@ class RedisTasks(System):
             command += ["--processes", str(processes)]
         if options.get("concurrency"):
             command += ["--concurrency", str(options["concurrency"])]
+        if options.get("burst"):
+            command.append("--burst")
         for queue in options.get("queues", ()):
             command += ["--queue", queue]
         return [command]
@@ -348,14 +353,10 @@ class Threadmill(System):
         command = ["threadmill", "worker", "--workers", str(processes), "--threads", str(threads)]
         if options.get("prefetch"):
             command += ["--prefetch-count", str(options["prefetch"])]
-        command += [
-            "--poll-interval",
-            self.poll_interval,
-            "--poll-max-interval",
-            self.poll_max_interval,
-            "--log-format",
-            "%(levelname)s %(name)s %(message)s",
-        ]
+        if options.get("tuned", True):
+            command += ["--poll-interval", self.poll_interval]
+            command += ["--poll-max-interval", self.poll_max_interval]
+        command += ["--log-format", "%(levelname)s %(name)s %(message)s"]
         if options.get("burst"):
             command.append("--exit-empty")
         if options.get("queues"):
