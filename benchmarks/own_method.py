@@ -4,7 +4,8 @@ threadmill's README advertises 9,215 tasks/s on one worker process with the GIL 
 free-threaded Python 3.14t, by its method: one worker process with 4 threads and a 128-task
 prefetch, 120,000 echo tasks queued first, rate = tasks / (drain time - worker start). Its
 figures are answered here on that method, not on ours (``compare.py`` takes the drain from the
-tasks' stored times, with 4,000 no-op tasks). Each run, for each setup:
+tasks' stored times, with 4,000 no-op tasks). The setups take turns, a run each (the machine
+is shared: a change of load falls on all alike). A run of a setup:
 
 1. an emptied private Redis gets ``--tasks`` calls of ``echo(i)``: ours through
    ``backend.enqueue_many()``, 1,000 a call; threadmill has no bulk API, so its
@@ -152,7 +153,7 @@ def one_run(system: Any, setup: Setup, count: int) -> dict[str, float]:
 
 
 def child(key: str, count: int, runs: int) -> None:
-    """One setup, every run, in this process (its settings); JSON on stdout."""
+    """Runs of one setup in this process (its settings); JSON on stdout."""
     from benchmarks.systems import SYSTEMS
 
     setup = SETUPS[key]
@@ -214,13 +215,18 @@ def main() -> None:
         child(args.child, args.tasks, args.runs)
         return
     load = os.getloadavg()[0]
-    rows = []
-    for key in args.systems.split(","):
-        print(f"== {key} ({args.tasks:,} tasks, {args.runs} runs)", file=sys.stderr, flush=True)
-        command = [args.python, str(HERE / "own_method.py"), "--child", key]
-        command += ["--tasks", str(args.tasks), "--runs", str(args.runs)]
-        out = subprocess.run(command, check=True, cwd=ROOT, stdout=subprocess.PIPE, text=True)
-        rows.append((key, json.loads(out.stdout.strip().splitlines()[-1])))
+    # The setups take turns, one run each, so that a change in the machine's load (it is
+    # shared) falls on every setup alike.
+    docs: dict[str, dict[str, Any]] = {}
+    for run in range(args.runs):
+        for key in args.systems.split(","):
+            print(f"== {key}, run {run + 1} of {args.runs}", file=sys.stderr, flush=True)
+            command = [args.python, str(HERE / "own_method.py"), "--child", key]
+            command += ["--tasks", str(args.tasks), "--runs", "1"]
+            out = subprocess.run(command, check=True, cwd=ROOT, stdout=subprocess.PIPE, text=True)
+            doc = json.loads(out.stdout.strip().splitlines()[-1])
+            docs.setdefault(key, {**doc, "runs": []})["runs"] += doc["runs"]
+    rows = list(docs.items())
     print(
         f"\nthreadmill's method: {args.tasks:,} echo tasks, one worker process; "
         f"{datetime.now(UTC):%Y-%m-%d %H:%M UTC}; load average {load:.2f} before, "
