@@ -1,4 +1,5 @@
-"""django-redis-tasks against its peers: django-tasks-redis, django-tasks-rq, django-tasks-db.
+"""django-redis-tasks against its peers: django-tasks-redis, django-tasks-rq, django-tasks-db,
+threadmill.
 
 Run through ``scripts/bench`` (it builds the benchmark virtualenv first)::
 
@@ -10,7 +11,9 @@ Each system runs in its own child process (Django settings are per process), wit
 private ``redis-server`` (a free port and a temp dir; never the shared one on 6379) or temp
 SQLite file, and its own documented worker command in subprocesses. The figures are in
 ``measures.py``; this file runs the children, then writes ``benchmarks/results.md``,
-``benchmarks/results.json`` and ``benchmarks/results.png``.
+``benchmarks/results.json`` and ``benchmarks/results.png``. threadmill needs Python 3.14: its
+child runs on ``.venvs/bench314`` (or ``$REDIS_TASKS_BENCH_PYTHON314``), built by
+``scripts/bench`` when it finds a Python 3.14, and is left out (said on stderr) without one.
 """
 
 from __future__ import annotations
@@ -74,7 +77,19 @@ def leak_specs(total: int) -> list[Spec]:
     ]
 
 
-SYSTEM_KEYS = ["redis_tasks", "tasks_redis", "tasks_rq", "tasks_db"]
+SYSTEM_KEYS = ["redis_tasks", "tasks_redis", "tasks_rq", "tasks_db", "threadmill"]
+NEEDS_314 = {"threadmill"}  # systems whose newest release requires Python 3.14
+
+
+def interpreter(system_key: str) -> str | None:
+    """The Python a system's child (and so its workers) runs on: this one, or for a system
+    that needs 3.14, the 3.14 virtualenv; None when there is none."""
+    if system_key not in NEEDS_314 or sys.version_info >= (3, 14):
+        return sys.executable
+    path = Path(
+        os.environ.get("REDIS_TASKS_BENCH_PYTHON314") or ROOT / ".venvs/bench314/bin/python"
+    )
+    return str(path) if path.exists() else None
 
 
 def median(values: list[float]) -> float:
@@ -114,6 +129,7 @@ def child(system_key: str, sizes_json: str, scaling: bool, leak: int, out: str) 
             "bulk_how": system.bulk_how,
             "memory_unit": system.memory_unit,
             "django": django.get_version(),
+            "python": platform.python_version(),
         }
         Path(out).write_text(json.dumps(document, indent=1))
     finally:
@@ -124,8 +140,11 @@ def run_child(
     system_key: str, sizes: Any, scaling: bool, leak: int, env: dict[str, str]
 ) -> dict[str, Any]:
     out = HERE / f".results-{system_key}.json"
+    python = interpreter(system_key)
+    if python is None:
+        raise FileNotFoundError(f"{system_key} needs Python 3.14: no .venvs/bench314")
     command = [
-        sys.executable,
+        python,
         str(HERE / "compare.py"),
         "--child",
         system_key,
@@ -433,8 +452,11 @@ def report(
     for key in SYSTEM_KEYS:
         if key in data:
             d = data[key]
+            version = d["version"]
+            if d.get("python", platform.python_version()) != platform.python_version():
+                version += f" (Python {d['python']})"
             parts.append(
-                f"| {d['label']} | {d['version']} | {d['settings']} | {d['bulk_how']} | "
+                f"| {d['label']} | {version} | {d['settings']} | {d['bulk_how']} | "
                 f"{d['memory_unit']} |"
             )
     parts += ["", comparison_table(data, SPECS), ""]
@@ -522,6 +544,9 @@ def main() -> None:
         leak_run(100_000 if args.quick else 1_000_000, sizes, command, loads, out)
         return
     for key in args.systems.split(","):
+        if interpreter(key) is None:
+            print(f"== {key}: left out, it needs Python 3.14 (.venvs/bench314)", file=sys.stderr)
+            continue
         print(f"== {key}", file=sys.stderr, flush=True)
         data[key] = run_child(key, sizes, not args.no_scaling, 0, {})
         print(f"   ({data[key]['seconds']:.0f} s)", file=sys.stderr, flush=True)

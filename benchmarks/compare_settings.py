@@ -1,15 +1,17 @@
 """Django settings for ``compare.py``: one system under test, chosen by the environment.
 
-``REDIS_TASKS_BENCH_SYSTEM`` names it (``redis_tasks``, ``tasks_redis``, ``tasks_rq`` or
-``tasks_db``); ``REDIS_TASKS_BENCH_URL`` is the private Redis the benchmark started and
-``REDIS_TASKS_BENCH_SQLITE`` the temp SQLite file of django-tasks-db. The benchmark's client and
-every worker process it starts load these settings, so they all see the same store.
+``REDIS_TASKS_BENCH_SYSTEM`` names it (``redis_tasks``, ``tasks_redis``, ``tasks_rq``,
+``tasks_db`` or ``threadmill``); ``REDIS_TASKS_BENCH_URL`` is the private Redis the benchmark
+started and ``REDIS_TASKS_BENCH_SQLITE`` the temp SQLite file of django-tasks-db. The
+benchmark's client and every worker process it starts load these settings, so they all see the
+same store.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+from datetime import timedelta
 from typing import Any
 
 SYSTEM = os.environ.get("REDIS_TASKS_BENCH_SYSTEM", "redis_tasks")
@@ -83,5 +85,15 @@ elif SYSTEM == "tasks_db":
         },
     }
     TASKS = {"default": {"BACKEND": "django_tasks_db.DatabaseBackend"}}
+elif SYSTEM == "threadmill":
+    # As its README sets it up; its options take timedelta values.
+    INSTALLED_APPS = ["threadmill"]
+    TASKS = {
+        "default": {
+            "BACKEND": "threadmill.backends.redis.RedisTaskBackend",
+            "REDIS_URL": f"{REDIS_URL}/0",
+            "OPTIONS": {"result_ttl": timedelta(seconds=RESULT_TTL)},
+        },
+    }
 else:
     raise RuntimeError(f"unknown REDIS_TASKS_BENCH_SYSTEM {SYSTEM!r}")

@@ -1,4 +1,5 @@
-"""Tasks for ``compare.py``, the same functions for every system (django.tasks on Django 6)."""
+"""Tasks for ``compare.py`` and ``own_method.py``, the same functions for every system
+(django.tasks on Django 6)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,12 @@ from redis_tasks.compat import task
 @task()
 def noop() -> None:
     """A sync task that does nothing: what is measured is the backend and the worker."""
+
+
+@task()
+def echo(value: int) -> int:
+    """Returns its argument: the task of threadmill's published method (``own_method.py``)."""
+    return value
 
 
 @task()

@@ -28,8 +28,8 @@ class Sizes:
     runs: int = 3
     enqueue: int = 3000  # task.enqueue() calls per enqueue run
     bulk: int = 10_000  # tasks per bulk run (where the system has bulk enqueue)
-    drain: int = 4000  # tasks per drain run, this backend
-    peer_drain: int = 600  # tasks per drain run, peers (they drain 3-10x slower)
+    drain: int = 4000  # tasks per drain run, this backend and threadmill
+    peer_drain: int = 600  # tasks per drain run, the peers that run one task at a time
     sleepers: int = 500  # 10 ms tasks
     samples: int = 200  # idle latency samples per run
     backlog: int = 10_000  # backlog under the priority-100 latency
@@ -83,7 +83,7 @@ class Measures:
     # --- helpers --------------------------------------------------------------------------
 
     def get(self, result_id: str) -> Any:
-        return self.tasks.noop.get_backend().get_result(result_id)
+        return self.system.result(self.tasks.noop, result_id)
 
     def wait(self, result_id: str, timeout: float = 30.0, poll: float = POLL) -> Any:
         deadline = time.perf_counter() + timeout
@@ -169,7 +169,7 @@ class Measures:
 
     def drain(self) -> None:
         s = self.sizes
-        count = s.drain if self.ours else s.peer_drain
+        count = s.drain if self.system.concurrent else s.peer_drain
         for key, task in (("drain_sync", self.tasks.noop), ("drain_async", self.tasks.anoop)):
             say(f"  {key} ({count:,} tasks):")
             for _ in range(s.runs):
@@ -193,9 +193,9 @@ class Measures:
     def sleepers(self) -> None:
         """Seconds for ``sizes.sleepers`` 10 ms tasks in one process, first start to last end."""
         s = self.sizes
-        options = {"concurrency": 100} if self.ours else {}
+        options = {"concurrency": 100} if self.system.concurrent else {}
         kinds: list[tuple[str, Any]] = [("sleep_sync", self.tasks.sleep10)]
-        if self.ours:  # the peers run one task at a time, async or not: ~10 s a run for them
+        if self.system.concurrent:  # the others run one task at a time: ~10 s a run, async or not
             kinds.append(("sleep_async", self.tasks.asleep10))
         for key, task in kinds:
             say(f"  {key} ({s.sleepers} x 10 ms):")

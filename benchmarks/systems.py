@@ -19,7 +19,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, suppress
 from importlib.metadata import version
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, cast
+from typing import IO, TYPE_CHECKING, Any, cast
 
 if TYPE_CHECKING:
     from redis_tasks.backend import RedisBackend
@@ -32,6 +32,13 @@ SUM_OF_ZCARDS = (
 STOP_TIMEOUT = 15.0  # seconds a worker gets to exit after SIGTERM before SIGKILL
 
 
+class Unfinished:
+    """The result shown for a task whose system stores none until the task has run."""
+
+    is_finished = False
+    status = "READY"
+
+
 class System:
     """One system under test. Subclasses fill in what differs."""
 
@@ -41,6 +48,10 @@ class System:
     bulk_how = "task.enqueue() loop (no bulk API)"
     priority_front = True  # can a task be enqueued with priority=100 (to the queue's front)?
     memory_unit = "bytes of Redis used_memory"
+    # Runs many tasks at once in one process (threads or an event loop): it gets the drain size
+    # of ours and a concurrency option for the 10 ms sleepers; the others run one at a time.
+    concurrent = False
+    forks = False  # its worker command forks the worker processes itself, even for one
 
     def __init__(self) -> None:
         self.env: dict[str, str] = {}
@@ -75,6 +86,10 @@ class System:
     def flush(self) -> None:
         self.redis.flushall()
 
+    def result(self, task: Any, result_id: str) -> Any:
+        """The task's result as ``get_result()`` shows it."""
+        return task.get_backend().get_result(result_id)
+
     def memory(self) -> int:
         return int(self.redis.info("memory")["used_memory"])
 
@@ -100,25 +115,11 @@ class System:
         """Run the worker processes; yields their pids. Stopped (SIGTERM, then SIGKILL of the
         process group each was started in) on the way out. Their output goes to one temp file,
         shown if something fails."""
-        env = {
-            **os.environ,
-            **self.env,
-            "PYTHONPATH": os.pathsep.join([str(ROOT), str(ROOT / "src")]),
-        }
         procs: list[subprocess.Popen[bytes]] = []
         with tempfile.TemporaryFile() as log:
             try:
                 for command in self.worker_commands(processes, options):
-                    procs.append(
-                        subprocess.Popen(
-                            [sys.executable, "-m", "django", *command],
-                            cwd=ROOT,
-                            env=env,
-                            stdout=log,
-                            stderr=log,
-                            start_new_session=True,
-                        )
-                    )
+                    procs.append(self.spawn(command, log))
                 yield [p.pid for p in procs]
                 for p in procs:
                     if p.poll() is not None:
@@ -128,9 +129,26 @@ class System:
                 sys.stderr.write(log.read().decode(errors="replace")[-3000:])
                 raise
             finally:
-                self._stop(procs, processes)
+                self.stop_workers(procs, processes)
 
-    def _stop(self, procs: list[subprocess.Popen[bytes]], processes: int) -> None:
+    def spawn(self, command: list[str], log: IO[bytes]) -> subprocess.Popen[bytes]:
+        """Start one worker command (after ``python -m django``) in a new process group, on
+        this interpreter, with the settings of this system; its output goes to ``log``."""
+        env = {
+            **os.environ,
+            **self.env,
+            "PYTHONPATH": os.pathsep.join([str(ROOT), str(ROOT / "src")]),
+        }
+        return subprocess.Popen(
+            [sys.executable, "-m", "django", *command],
+            cwd=ROOT,
+            env=env,
+            stdout=log,
+            stderr=log,
+            start_new_session=True,
+        )
+
+    def stop_workers(self, procs: list[subprocess.Popen[bytes]], processes: int) -> None:
         for p in procs:
             if p.poll() is None:
                 p.send_signal(signal.SIGTERM)
@@ -138,7 +156,7 @@ class System:
         for p in procs:
             with suppress(subprocess.TimeoutExpired):
                 p.wait(max(0.1, deadline - time.monotonic()))
-            if p.poll() is None or processes > 1:  # a pool's children too
+            if p.poll() is None or processes > 1 or self.forks:  # a pool's children too
                 with suppress(ProcessLookupError):
                     os.killpg(p.pid, signal.SIGKILL)
                 p.wait()
@@ -152,6 +170,7 @@ class RedisTasks(System):
     label = "django-redis-tasks"
     package = "django-redis-tasks"
     bulk_how = "backend.enqueue_many(), 1,000 a call"
+    concurrent = True
 
     def setup(self) -> None:
         super().setup()
@@ -172,6 +191,8 @@ class RedisTasks(System):
             command += ["--processes", str(processes)]
         if options.get("concurrency"):
             command += ["--concurrency", str(options["concurrency"])]
+        if options.get("burst"):
+            command.append("--burst")
         for queue in options.get("queues", ()):
             command += ["--queue", queue]
         return [command]
@@ -301,4 +322,56 @@ class TasksDB(System):
         )
 
 
-SYSTEMS: dict[str, type[System]] = {s.key: s for s in (RedisTasks, TasksRedis, TasksRQ, TasksDB)}
+class Threadmill(System):
+    """threadmill's own worker: ``threadmill worker`` forks ``--workers`` processes from a
+    supervisor, each with ``--threads`` threads fed by a prefetch buffer (``--prefetch-count``,
+    4 x threads by default) that one thread fills in batches. It needs Python 3.14, so
+    ``compare.py`` runs its child in ``.venvs/bench314``."""
+
+    key = "threadmill"
+    label = "threadmill"
+    package = "threadmill"
+    concurrent = True
+    forks = True
+    # The tuned set (benchmarks/README.md, tuning notes): the thread count and the idle poll.
+    # By default an idle worker polls after 10 ms, doubling up to 1 s between polls.
+    threads = 4
+    poll_interval = "0.001"
+    poll_max_interval = "0.002"
+
+    def result(self, task: Any, result_id: str) -> Any:
+        """threadmill writes a result when the task ends; before that ``get_result()`` raises."""
+        from django.tasks.exceptions import TaskResultDoesNotExist
+
+        try:
+            return super().result(task, result_id)
+        except TaskResultDoesNotExist:
+            return Unfinished()
+
+    def worker_commands(self, processes: int, options: dict[str, Any]) -> list[list[str]]:
+        threads = options.get("concurrency") or self.threads
+        command = ["threadmill", "worker", "--workers", str(processes), "--threads", str(threads)]
+        if options.get("prefetch"):
+            command += ["--prefetch-count", str(options["prefetch"])]
+        if options.get("tuned", True):
+            command += ["--poll-interval", self.poll_interval]
+            command += ["--poll-max-interval", self.poll_max_interval]
+        command += ["--log-format", "%(levelname)s %(name)s %(message)s"]
+        if options.get("burst"):
+            command.append("--exit-empty")
+        if options.get("queues"):
+            command += ["--queues", *options["queues"]]
+        return [command]
+
+    def settings_text(self) -> str:
+        return (
+            f"`threadmill worker --workers 1 --threads {self.threads} --poll-interval "
+            f"{self.poll_interval} --poll-max-interval {self.poll_max_interval}` (prefetch: its "
+            f"default, 4 x threads); N processes: `--workers N`; the 10 ms sleepers: "
+            "`--threads 100`; on Python 3.14 (it requires it)"
+        )
+
+
+SYSTEMS: dict[str, type[System]] = {
+    s.key: s for s in (RedisTasks, TasksRedis, TasksRQ, TasksDB, Threadmill)
+}
