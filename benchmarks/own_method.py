@@ -12,8 +12,9 @@ is shared: a change of load falls on all alike). A run of a setup:
    ``enqueue()`` loop (queueing is not timed);
 2. ONE worker process is launched, in a mode that exits once the queue is empty:
    ``threadmill worker --workers 1 --threads 4 --prefetch-count 128 --exit-empty`` (its own
-   flags, no tuning) and ``redis_tasks_worker --burst --concurrency 4`` (its thread count) and
-   ``--concurrency 40`` (our drains' setting);
+   flags, no tuning) and ``redis_tasks_worker --burst --concurrency 4`` (its thread count),
+   the same with ``--prefetch 124`` (its 128 tasks in hand) and ``--concurrency 40`` (our
+   drains' setting);
 3. once it has exited, the results are read back through ``get_result()``: the first and last
    2,000 tasks and 1,000 drawn from the rest, every one SUCCESSFUL with its own argument back.
 
@@ -74,6 +75,7 @@ SETUPS = {
             {"concurrency": 4, "prefetch": 128, "burst": True, "tuned": False},
         ),
         Setup("ours4", "redis_tasks", {"concurrency": 4, "burst": True}),
+        Setup("ours4p", "redis_tasks", {"concurrency": 4, "prefetch": 124, "burst": True}),
         Setup("ours40", "redis_tasks", {"concurrency": 40, "burst": True}),
     )
 }

@@ -191,6 +191,8 @@ class RedisTasks(System):
             command += ["--processes", str(processes)]
         if options.get("concurrency"):
             command += ["--concurrency", str(options["concurrency"])]
+        if options.get("prefetch"):
+            command += ["--prefetch", str(options["prefetch"])]
         if options.get("burst"):
             command.append("--burst")
         for queue in options.get("queues", ()):

@@ -29,6 +29,7 @@ from .connection import redacted
 from .exceptions import InvalidTaskPayload
 from .isolation import ChildPool
 from .leases import Heartbeat, Leases
+from .prefetch import RunGate
 from .threads import TaskThreads
 from .ticker import Ticker
 
@@ -67,12 +68,14 @@ class Worker:
         scheduler: bool = True,
         give_up_after: float = DEFAULT_BURST_GIVE_UP,
         risk_level: int = logging.WARNING,
+        prefetch: int = 0,
     ) -> None:
         if not backends:
             raise ValueError("a worker needs at least one RedisBackend")
         self.backends = list(backends)
         self.queues = list(queues)
         self.concurrency = concurrency
+        self.prefetch = prefetch  # tasks claimed beyond the slots, waiting to start (prefetch.py)
         self.burst = burst
         self.max_tasks = max_tasks
         self.grace = grace
@@ -96,6 +99,8 @@ class Worker:
         self._children = ChildPool()  # isolated tasks' processes
         self.cancels = cancellation.Requests()  # operators' cancels of running tasks
         self._jobs: dict[str, tuple[asyncio.Task[None], bool]] = {}  # id -> job, runs in a thread
+        self._gate: RunGate | None = None  # with a prefetch: at most `concurrency` bodies at once
+        self._at_gate: set[asyncio.Task[None]] = set()  # prefetched tasks waiting to start
 
     # --- control ------------------------------------------------------------------------
 
@@ -131,7 +136,8 @@ class Worker:
     async def run(self) -> None:
         self._loop = asyncio.get_running_loop()
         self._stopping = asyncio.Event()
-        self.slots = Slots(self.concurrency, self.max_tasks, self.max_abandoned)
+        self.slots = Slots(self.concurrency + self.prefetch, self.max_tasks, self.max_abandoned)
+        self._gate = RunGate(self.concurrency) if self.prefetch else None
         # Room for the abandoned threads of timed-out sync tasks, so they cost no capacity.
         self._threads = TaskThreads(
             self._loop, self.concurrency + self.max_abandoned, name="redis-tasks"
@@ -185,6 +191,9 @@ class Worker:
             return
         assert self.slots is not None
         grace = None if self.slots.limit_reached else self.grace
+        if grace is not None:  # (at --max-tasks, what it claimed is its to run)
+            for job in self._at_gate:  # prefetched, not started: back to their queues at once
+                job.cancel()
         _, pending = await asyncio.wait(set(self._running), timeout=grace)
         bodies = pending - self._settling
         if bodies:
@@ -349,10 +358,14 @@ class Worker:
         assert self.slots is not None and self._threads is not None
         job = asyncio.current_task()
         assert job is not None
+        started = False
         try:
             try:
                 result = execution.prepare(backend, claim)
                 task_logs.enter(result)  # this job's context: its log lines name the task
+                if self._gate is not None:
+                    await self._wait_to_start(claim, result, job, self._gate)
+                    started = True
                 if execution.isolate(backend, result):
                     self._jobs[claim.task_id] = (job, False)
                     outcome = await execution.run_isolated(
@@ -370,6 +383,8 @@ class Worker:
                     self._restart_if_too_many_abandoned()
             finally:
                 self.slots.release()
+                if started and self._gate is not None:
+                    self._gate.leave()
             if outcome.status == execution.DROPPED:
                 logger.warning(
                     "Task %s was claimed before this worker was paused past its lease; another "
@@ -415,6 +430,18 @@ class Worker:
             self.tasks_done += 1
             if self.on_task_done is not None:
                 self.on_task_done()
+
+    async def _wait_to_start(
+        self, claim: Claim, result: Any, job: asyncio.Task[None], gate: RunGate
+    ) -> None:
+        """A prefetched task waits for one of the ``concurrency`` places to run (best
+        priority first); an operator's cancel, or a stop, ends its wait, unrun."""
+        self._jobs[claim.task_id] = (job, False)
+        self._at_gate.add(job)
+        try:
+            await gate.enter(int(result.task.priority))
+        finally:
+            self._at_gate.discard(job)
 
     async def _listen_for_cancels(self, backend: RedisBackend) -> None:
         """Operators' cancels of tasks this worker runs, as they come (within about a second:

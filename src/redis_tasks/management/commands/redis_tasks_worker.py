@@ -28,7 +28,8 @@ def child_args(options: dict[str, Any]) -> list[str]:
     """The command line of one child of --processes: the same options, one process."""
     args = [f"--backend={b}" for b in options["backends"]]
     args += [f"--queue={q}" for q in options["queues"]]
-    for name in ("concurrency", "max_tasks", "max_tasks_jitter", "grace", "give_up_after"):
+    for name in ("concurrency", "prefetch", "max_tasks", "max_tasks_jitter", "grace",
+                 "give_up_after"):  # fmt: skip
         if options[name] is not None:
             args.append(f"--{name.replace('_', '-')}={options[name]}")
     if options["burst"]:
@@ -105,6 +106,15 @@ class Command(BaseCommand):
             metavar="SECONDS",
             help="In --burst mode, exit with code 2 once Redis has been unreachable this long "
             f"(default {DEFAULT_BURST_GIVE_UP:g}). A worker without --burst keeps retrying.",
+        )
+        parser.add_argument(
+            "--prefetch",
+            type=non_negative_int,
+            default=0,
+            metavar="N",
+            help="Claim up to N tasks more than --concurrency, to start them without a trip to "
+            "Redis (for many short tasks on few slots; they are held by this worker while they "
+            "wait). Default 0.",
         )
         parser.add_argument(
             "--max-tasks",
@@ -186,6 +196,7 @@ class Command(BaseCommand):
             concurrency=options["concurrency"] or max(b.config.concurrency for b in backends),
             burst=options["burst"],
             max_tasks=_with_jitter(options["max_tasks"], options["max_tasks_jitter"]),
+            prefetch=options["prefetch"],
             grace=options["grace"],
             give_up_after=options["give_up_after"],
         )
