@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import os
+import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -44,6 +45,21 @@ def manage(*args: str, **popen: Any) -> subprocess.Popen[str]:
         stderr=popen.pop("stderr", subprocess.STDOUT),
         **popen,
     )
+
+
+def stop_processes(procs: Sequence[subprocess.Popen[Any]]) -> None:
+    """Stop worker processes a test started: SIGTERM (after SIGCONT, for a stopped one), then
+    SIGKILL for any still there after 30 s."""
+    for proc in procs:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGCONT)
+            proc.terminate()
+    for proc in procs:
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
 
 
 def wait_until(condition: Callable[[], Any], timeout: float = 15.0, every: float = 0.01) -> Any:

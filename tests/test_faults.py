@@ -32,7 +32,7 @@ from redis_tasks.compat import TaskResultStatus, task_backends, task_enqueued
 from redis_tasks.exceptions import BackendUnavailable
 from redis_tasks.keys import Keys
 from tests import tasks
-from tests.helpers import child_env, manage, ran_under, wait_until
+from tests.helpers import child_env, manage, ran_under, stop_processes, wait_until
 from tests.redis_server import RedisServer, free_port
 
 LEASE = "1"
@@ -79,16 +79,7 @@ class Workers:
         return (self.tmp_path / f"worker-{self.procs.index(proc)}.log").read_text()
 
     def stop_all(self) -> None:
-        for proc in self.procs:
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGCONT)
-                proc.terminate()
-        for proc in self.procs:
-            try:
-                proc.wait(30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+        stop_processes(self.procs)
 
 
 @pytest.fixture(autouse=True)

@@ -20,7 +20,7 @@ from redis_tasks.compat import InvalidTask, TaskResultStatus, task_backends
 from redis_tasks.keys import Keys
 from redis_tasks.ops import Inspector
 from tests import tasks
-from tests.helpers import burst, child_env, manage, wait_until
+from tests.helpers import burst, child_env, manage, stop_processes, wait_until
 
 
 def stamps(path: Path) -> list[tuple[str, float, int]]:
@@ -66,14 +66,7 @@ def workers(tmp_path: Path) -> Any:
         return proc
 
     yield start
-    for proc in procs:
-        if proc.poll() is None:
-            proc.terminate()
-    for proc in procs:
-        try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+    stop_processes(procs)
 
 
 def finished(results: list[Any], timeout: float = 60) -> None:

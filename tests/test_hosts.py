@@ -22,7 +22,6 @@ import os
 import random
 import secrets
 import shutil
-import signal
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -36,7 +35,7 @@ from redis_tasks.backend import RedisBackend
 from redis_tasks.compat import TaskResultStatus
 from redis_tasks.ops import Inspector
 from tests import tasks
-from tests.helpers import ROOT, child_env, ran_under, wait_until
+from tests.helpers import ROOT, child_env, ran_under, stop_processes, wait_until
 from tests.redis_server import server_binary
 
 LEASE = "3"  # long enough that a loaded machine never loses a healthy worker's lease
@@ -217,15 +216,7 @@ def hosts(network: Network, tmp_path: Path) -> Iterator[Any]:
     try:
         yield start
     finally:
-        for proc in procs:
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
-        for proc in procs:
-            try:
-                proc.wait(30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+        stop_processes(procs)
 
 
 def test_a_host_cut_off_mid_run_loses_nothing_and_its_stale_finishes_are_rejected(

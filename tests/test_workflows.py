@@ -4,7 +4,6 @@ in the same atomic step as a task's outcome; and waiting for a result without po
 from __future__ import annotations
 
 import signal
-import subprocess
 import time
 from pathlib import Path
 from typing import Any
@@ -18,7 +17,7 @@ from redis_tasks.exceptions import WaitTimeout
 from redis_tasks.waiting import wait
 from redis_tasks.workflows import WorkflowHandle, chain, chord, group, step
 from tests import tasks
-from tests.helpers import burst, child_env, manage, wait_until
+from tests.helpers import burst, child_env, manage, stop_processes, wait_until
 
 
 @pytest.fixture(autouse=True)
@@ -128,14 +127,7 @@ def test_a_chord_of_200_fires_its_callback_once_though_a_worker_is_killed(
         procs[0].send_signal(signal.SIGKILL)  # mid-way, holding members
         wait_until(lambda: handle.state() != "RUNNING", timeout=90)
     finally:
-        for proc in procs:
-            if proc.poll() is None:
-                proc.terminate()
-        for proc in procs:
-            try:
-                proc.wait(30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+        stop_processes(procs)
     *members, callback = handle.results()
     assert all(m.status == TaskResultStatus.SUCCESSFUL for m in members)
     assert any(m.errors for m in members), "the kill hit no member: the test proved nothing"

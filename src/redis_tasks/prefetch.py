@@ -33,13 +33,10 @@ class RunGate:
         self._waiting: list[tuple[int, int, asyncio.Future[None]]] = []
         self._order = itertools.count()
 
-    @property
-    def waiting(self) -> int:
-        return sum(not future.done() for _, _, future in self._waiting)
-
     async def enter(self, priority: int) -> None:
-        """Wait for a place (cancellable: a cancelled waiter takes none)."""
-        if self.free > 0 and not self.waiting:
+        """Wait for a place (cancellable: a cancelled waiter takes none). A free place means
+        nobody waits: ``leave`` hands places out until none is free or nobody is left."""
+        if self.free > 0:
             self.free -= 1
             return
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
