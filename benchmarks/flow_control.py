@@ -27,14 +27,9 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     options = parser.parse_args()
 
-    from redis_tasks.testing import RedisServer
+    from benchmarks.in_process import django_on_private_redis
 
-    with RedisServer() as server:
-        os.environ["REDIS_TASKS_BENCH_URL"] = server.url
-        os.environ.setdefault("DJANGO_SETTINGS_MODULE", "benchmarks.bench_settings")
-        import django
-
-        django.setup()
+    with django_on_private_redis() as url:
         import redis
         from benchmarks.bench_tasks import noop, throttled_noop
         from django.conf import settings
@@ -42,7 +37,7 @@ def main() -> None:
         from redis_tasks.backend import RedisBackend
         from redis_tasks.worker import Worker
 
-        client = redis.Redis.from_url(server.url)
+        client = redis.Redis.from_url(url)
         base = dict(settings.TASKS["default"])
         limits = {"mail": {"rate_limit": "10/s"}, "export": {"concurrency_limit": 1}}
         plain = RedisBackend("default", base)

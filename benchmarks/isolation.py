@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
 import statistics
 import sys
 import time
@@ -27,14 +26,9 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=4)
     options = parser.parse_args()
 
-    from redis_tasks.testing import RedisServer
+    from benchmarks.in_process import django_on_private_redis
 
-    with RedisServer() as server:
-        os.environ["REDIS_TASKS_BENCH_URL"] = server.url
-        os.environ.setdefault("DJANGO_SETTINGS_MODULE", "benchmarks.bench_settings")
-        import django
-
-        django.setup()
+    with django_on_private_redis():
         from benchmarks.bench_tasks import isolated_noop, noop
 
         from redis_tasks.backend import RedisBackend

@@ -7,11 +7,7 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
-import os
-import statistics
 import sys
-import time
 from pathlib import Path
 
 sys.path[:0] = [str(Path(__file__).resolve().parent.parent)]
@@ -23,42 +19,22 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=3)
     options = parser.parse_args()
 
-    from redis_tasks.testing import RedisServer
+    from benchmarks.in_process import django_on_private_redis, enqueue_and_drain
 
-    with RedisServer() as server:
-        os.environ["REDIS_TASKS_BENCH_URL"] = server.url
-        os.environ.setdefault("DJANGO_SETTINGS_MODULE", "benchmarks.bench_settings")
-        import django
-
-        django.setup()
+    with django_on_private_redis():
         from benchmarks.bench_tasks import noop
         from django.conf import settings
 
         from redis_tasks.backend import RedisBackend
-        from redis_tasks.worker import Worker
 
-        n = options.tasks
         for signed in (False, True):
             params = {**settings.TASKS["default"], "sign_payloads": signed}
             backend = RedisBackend("default", params)
-            single, bulk, drain = [], [], []
-            for _ in range(options.runs):
-                start = time.process_time()
-                for _ in range(n // 10):
-                    backend.enqueue(noop, (), {})
-                single.append((time.process_time() - start) / (n // 10))
-                start = time.process_time()
-                for _ in range(n // 1000):
-                    backend.enqueue_many(noop, [((), {})] * 1000)
-                bulk.append((time.process_time() - start) / (n // 1000 * 1000))
-                worker = Worker([backend], burst=True, concurrency=40)
-                start = time.perf_counter()
-                asyncio.run(worker.run())
-                drain.append(worker.tasks_done / (time.perf_counter() - start))
+            single, bulk, drain = enqueue_and_drain(backend, noop, options.tasks, options.runs)
             state = "on " if signed else "off"
-            print(f"signing {state}: enqueue() {statistics.median(single) * 1e6:6.1f} us CPU, "
-                  f"enqueue_many {statistics.median(bulk) * 1e6:5.1f} us CPU a task, "
-                  f"drain {statistics.median(drain):7.0f} tasks/s")  # fmt: skip
+            print(f"signing {state}: enqueue() {single * 1e6:6.1f} us CPU, "
+                  f"enqueue_many {bulk * 1e6:5.1f} us CPU a task, "
+                  f"drain {drain:7.0f} tasks/s")  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -11,14 +11,9 @@ BatchSpanProcessor handing them to an exporter that drops them, so export I/O is
 from __future__ import annotations
 
 import argparse
-import asyncio
-import os
-import statistics
 import sys
-import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 sys.path[:0] = [str(Path(__file__).resolve().parent.parent)]
 
@@ -41,40 +36,15 @@ def install_sdk() -> None:
     trace.set_tracer_provider(provider)
 
 
-def measure(backend: Any, task: Any, n: int, runs: int) -> tuple[float, float, float]:
-    from redis_tasks.worker import Worker
-
-    single, bulk, drain = [], [], []
-    for _ in range(runs):
-        start = time.process_time()
-        for _ in range(n // 10):
-            backend.enqueue(task, (), {})
-        single.append((time.process_time() - start) / (n // 10))
-        start = time.process_time()
-        for _ in range(n // 1000):
-            backend.enqueue_many(task, [((), {})] * 1000)
-        bulk.append((time.process_time() - start) / (n // 1000 * 1000))
-        worker = Worker([backend], burst=True, concurrency=40)
-        start = time.perf_counter()
-        asyncio.run(worker.run())
-        drain.append(worker.tasks_done / (time.perf_counter() - start))
-    return min(single), min(bulk), statistics.median(drain)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--tasks", type=int, default=10000)
     parser.add_argument("--runs", type=int, default=3)
     options = parser.parse_args()
 
-    from redis_tasks.testing import RedisServer
+    from benchmarks.in_process import django_on_private_redis, enqueue_and_drain
 
-    with RedisServer() as server:
-        os.environ["REDIS_TASKS_BENCH_URL"] = server.url
-        os.environ.setdefault("DJANGO_SETTINGS_MODULE", "benchmarks.bench_settings")
-        import django
-
-        django.setup()
+    with django_on_private_redis():
         from benchmarks.bench_tasks import noop
         from django.conf import settings
 
@@ -85,7 +55,7 @@ def main() -> None:
             if label == "on, SDK":
                 install_sdk()
             backend = RedisBackend("default", {**settings.TASKS["default"], "tracing": tracing})
-            single, bulk, drain = measure(backend, noop, options.tasks, options.runs)
+            single, bulk, drain = enqueue_and_drain(backend, noop, options.tasks, options.runs)
             print(f"tracing {label:13}: enqueue() {single * 1e6:6.1f} us CPU, "
                   f"enqueue_many {bulk * 1e6:5.1f} us CPU a task, "
                   f"drain {drain:7.0f} tasks/s")  # fmt: skip

@@ -30,14 +30,9 @@ def main() -> None:
     parser.add_argument("--waits", type=int, default=300)
     options = parser.parse_args()
 
-    from redis_tasks.testing import RedisServer
+    from benchmarks.in_process import django_on_private_redis
 
-    with RedisServer() as server:
-        os.environ["REDIS_TASKS_BENCH_URL"] = server.url
-        os.environ.setdefault("DJANGO_SETTINGS_MODULE", "benchmarks.bench_settings")
-        import django
-
-        django.setup()
+    with django_on_private_redis() as url:
         import redis
         from benchmarks.bench_tasks import noop, total, value
 
@@ -47,7 +42,7 @@ def main() -> None:
         from redis_tasks.worker import Worker
         from redis_tasks.workflows import chord, step
 
-        client = redis.Redis.from_url(server.url)
+        client = redis.Redis.from_url(url)
         backend = task_backends["default"]
         assert isinstance(backend, RedisBackend)
         n = options.members
