@@ -769,9 +769,19 @@ def test_in_a_real_browser(
     tolerant = WebDriverWait(browser, 20, ignored_exceptions=(WebDriverException,))
 
     def click(selector: str) -> None:
-        """Click, and wait for the page it leads to (every click here loads a page)."""
-        page = browser.find_element(By.TAG_NAME, "html")
-        tolerant.until(ec.element_to_be_clickable((By.CSS_SELECTOR, selector))).click()
+        """Click, and wait for the page it leads to (every click here loads a page). The
+        lookups and the click itself are retried through that answer: it means the element
+        was not there to click yet."""
+        page = tolerant.until(lambda driver: driver.find_element(By.TAG_NAME, "html"))
+
+        def clicked(driver: Any) -> bool:
+            element = ec.element_to_be_clickable((By.CSS_SELECTOR, selector))(driver)
+            if not element:
+                return False
+            element.click()
+            return True
+
+        tolerant.until(clicked)
         wait.until(ec.staleness_of(page))
 
     def heading() -> str:
