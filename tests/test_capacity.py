@@ -65,6 +65,25 @@ def test_max_tasks_is_not_reached_while_a_reservation_may_come_back() -> None:
     assert run(main()) == [2, 1, 1, 0]
 
 
+def test_a_task_handed_over_takes_a_free_slot_or_none() -> None:
+    """A task handed to a waiting consumer gets a slot only if one is free now (another
+    consumer may hold them all) and --max-tasks allows it; never once closed."""
+
+    async def main() -> list[bool]:
+        slots = Slots(2, max_tasks=3)
+        first = slots.take_one()
+        slots.claimed(await slots.reserve(), 1)  # another consumer took the last free slot
+        full = slots.take_one()
+        slots.release()
+        slots.release()
+        limited = [slots.take_one(), slots.take_one()]  # the third task, then the limit
+        slots.release()
+        slots.close()
+        return [first, full, *limited, slots.take_one()]
+
+    assert run(main()) == [True, False, True, False, False]
+
+
 def test_closing_wakes_a_waiting_reservation_with_nothing() -> None:
     async def main() -> tuple[int, int]:
         slots = Slots(1)

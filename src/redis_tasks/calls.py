@@ -161,29 +161,50 @@ class ClaimBatch:
 
 def claim(
     k: Keys, settings: Settings, worker_id: str, count: int, queues: Sequence[str],
-    thorough: bool, queue_limits: str = "",
+    thorough: bool, queue_limits: str = "", park_ms: int | None = None, parked: bool = False,
 ) -> Call:  # fmt: skip
+    """``park_ms``: park the worker for a hand-off that long if the queues run dry;
+    ``parked``: it parked at its last claim (lua/lib/parking.lua)."""
     return Call(
         scripts.CLAIM,
         [k.running, k.expiry, k.queues, k.dead, k.wake, k.workers, k.heads, k.due, k.swept,
          k.reconciled],
         [k.prefix, worker_id, settings.lease_ms, count, settings.max_attempts,
          _blank(settings.result_ttl), SWEEP_MS, RECONCILE_MS,
-         "1" if thorough else "0", queue_limits, *queues],
+         "1" if thorough else "0", queue_limits, _blank(park_ms), "1" if parked else "0",
+         *queues],
     )  # fmt: skip
 
 
-def claimed(reply: list[Any]) -> ClaimBatch:
-    claims = []
+def _claim_of(entry: Sequence[Any]) -> Claim:
     width = len(CLAIM_FIELDS)
-    for entry in reply[3:]:
-        values = zip(CLAIM_FIELDS, entry[:width], strict=True)
-        fields = {name: value for name, value in values if value is not None}
-        claims.append(Claim(entry[width].decode(), entry[width + 1].decode(), fields))
+    values = zip(CLAIM_FIELDS, entry[:width], strict=True)
+    fields = {name: value for name, value in values if value is not None}
+    return Claim(entry[width].decode(), entry[width + 1].decode(), fields)
+
+
+def claimed(reply: list[Any]) -> ClaimBatch:
+    claims = [_claim_of(entry) for entry in reply[3:]]
     next_due = int(reply[1])
     quarantined = [key.decode(errors="replace") for key in reply[2]]
     return ClaimBatch(int(reply[0]), None if next_due < 0 else next_due, claims, quarantined,
                       time.monotonic())  # fmt: skip
+
+
+def handed(row_json: bytes | str) -> Claim:
+    """A task handed to the worker at enqueue (lua/lib/handoff.lua): its claim row, as JSON
+    in the worker's inbox (a field the hash lacks is ``false`` there)."""
+    row = json.loads(row_json)
+    return _claim_of([None if v is False else v.encode() for v in row])
+
+
+def unpark(k: Keys, worker_id: str) -> Call:
+    """Leave the parked list; the reply holds the rows of tasks handed over meanwhile."""
+    return Call(scripts.UNPARK, [k.parking], [k.prefix, worker_id, len(CLAIM_FIELDS)])
+
+
+def unparked(reply: list[Any]) -> list[Claim]:
+    return [_claim_of(entry) for entry in reply]
 
 
 # --- finish, requeue, renew, sample ---------------------------------------------------------

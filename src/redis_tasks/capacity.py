@@ -65,6 +65,18 @@ class Slots:
         self.free += reserved - tasks
         self._changed.set()  # waiters look again: capacity, or the limit, has changed
 
+    def take_one(self) -> bool:
+        """One slot now, if one is free (and --max-tasks allows it), without waiting: for a
+        task handed to the worker while it waited, which goes back to its queue otherwise
+        (another consumer of the worker may have taken the slots meanwhile)."""
+        if self.closed or self.free < 1:
+            return False
+        if self.max_tasks is not None and self.taken >= self.max_tasks:
+            return False
+        self.free -= 1
+        self.taken += 1
+        return True
+
     def release(self) -> None:
         """A task's body is over: its slot may take the next task."""
         self.free += 1

@@ -47,6 +47,11 @@ CANCEL = "cancel:"  # + worker id; list: ids of its running tasks an operator ca
 WORKFLOW = "workflow:"  # + workflow id; hash: a chain, group or chord (lua/lib/workflow.lua)
 WAITING = "waiting:"  # + task id; string with an expiry: someone waits for its outcome
 NOTIFY = "notify:"  # + task id; list: a token per final outcome, for its waiters
+# Hand-off at enqueue (lua/lib/parking.lua, lua/lib/handoff.lua):
+PARKED = "parked:"  # + queue; sorted set: idle worker id parked on the queue -> until (ms)
+PARKED_ANY = "parked_any"  # sorted set: idle worker serving every queue -> until (ms)
+PARKING = "parking"  # hash: parked worker id -> JSON [queues, lease_ms, limited queues, until]
+INBOX = "inbox:"  # + worker id; list: the task handed to it at enqueue, leased (a JSON claim row)
 
 
 def prefix_for(namespace: str) -> str:
@@ -166,3 +171,14 @@ class Keys:
 
     def notify(self, task_id: str) -> str:
         return self.prefix + NOTIFY + task_id
+
+    def inbox(self, worker_id: str) -> str:
+        return self.prefix + INBOX + worker_id
+
+    @property
+    def parking(self) -> str:
+        return self.prefix + PARKING
+
+    def parked(self, queue: str | None) -> str:
+        """The idle workers parked on ``queue`` (None: those serving every queue)."""
+        return self.prefix + (PARKED_ANY if queue is None else PARKED + queue)

@@ -63,6 +63,10 @@ SPLICED: dict[str, str] = {
     "WORKFLOW": keys.WORKFLOW,
     "WAITING": keys.WAITING,
     "NOTIFY": keys.NOTIFY,
+    "PARKED": keys.PARKED,
+    "PARKED_ANY": keys.PARKED_ANY,
+    "PARKING": keys.PARKING,
+    "INBOX": keys.INBOX,
     "PRIORITY_STEP": str(PRIORITY_STEP),
     "PROMOTED_OFFSET": str(PROMOTED_OFFSET),
     "DUE_WRAP": str(DUE_WRAP),
@@ -122,4 +126,8 @@ WORKFLOW = load("workflow")
 PROGRESS = load("progress")
 PURGE = load("purge")
 SAMPLE = load("sample")
-ALL = (ENQUEUE, TICK, CLAIM, FINISH, REQUEUE, RENEW, OPERATE, PURGE, WORKFLOW, PROGRESS, SAMPLE)
+UNPARK = load("unpark")
+ALL = (
+    ENQUEUE, TICK, CLAIM, FINISH, REQUEUE, RENEW, OPERATE, PURGE, WORKFLOW, PROGRESS, SAMPLE,
+    UNPARK,
+)  # fmt: skip

@@ -161,15 +161,25 @@ class TaskStore:
     # --- worker side --------------------------------------------------------------------
 
     async def claim(
-        self, worker_id: str, count: int, queues: Sequence[str] = (), *, thorough: bool = False
+        self,
+        worker_id: str,
+        count: int,
+        queues: Sequence[str] = (),
+        *,
+        thorough: bool = False,
+        park_ms: int | None = None,
+        parked: bool = False,
     ) -> ClaimBatch:
         """Claim up to ``count`` tasks. The sweeps (deadlines, lost leases) and the index check
         run at most every SWEEP_MS / RECONCILE_MS across workers; ``thorough`` runs both now
-        (a burst worker's last look before it exits). Sent with the finishes on their way, in
-        one trip (batching.py)."""
+        (a burst worker's last look before it exits). With ``park_ms``, a claim that runs dry
+        parks the worker for a hand-off at enqueue (``wait_for_work``); the next claim says
+        ``parked`` and brings what was handed over meanwhile. Sent with the finishes on their
+        way, in one trip (batching.py)."""
         call = calls.claim(
-            self.keys, self.settings, worker_id, count, queues, thorough, self._queue_limits
-        )
+            self.keys, self.settings, worker_id, count, queues, thorough, self._queue_limits,
+            park_ms, parked,
+        )  # fmt: skip
         return calls.claimed(await self.connections.batcher.run(call))
 
     @functools.cached_property
@@ -280,9 +290,29 @@ class TaskStore:
             )
         return risks
 
-    async def wait_for_work(self, timeout: float) -> None:
-        """Block until an enqueue signals new work, or ``timeout`` seconds pass."""
-        await self.connections.aio.blpop([self.keys.wake], timeout=max(timeout, 0.001))
+    async def wait_for_work(self, worker_id: str, timeout: float) -> Claim | None:
+        """Block until an enqueue signals new work, or ``timeout`` seconds pass. A task handed
+        to this (parked) worker at enqueue comes back, leased to it already."""
+        inbox = self.keys.inbox(worker_id)
+        keys = [inbox, self.keys.wake]
+        found = await self.connections.aio.blpop(keys, timeout=max(timeout, 0.001))
+        if found is None or found[0] not in (inbox, inbox.encode()) or not found[1]:
+            return None  # a timeout, a wake token, or the worker's own rouse()
+        return calls.handed(found[1])
+
+    async def rouse(self, worker_id: str) -> None:
+        """End the worker's ``wait_for_work`` early (a due time, a stop) by a blank entry in
+        its inbox, rather than by cancelling the wait: a task handed to it just then would be
+        taken off the inbox by Redis, and lost with the cancelled reply."""
+        inbox = self.keys.inbox(worker_id)
+        await self.connections.aio.lpush(inbox, "")
+        await self.connections.aio.pexpire(inbox, self.settings.lease_ms)
+
+    async def unpark(self, worker_id: str) -> list[Claim]:
+        """A stopping worker leaves the parked list; returns what was handed to it meanwhile
+        (still leased to it: the worker hands it back)."""
+        reply = await self.connections.asender.run(calls.unpark(self.keys, worker_id))
+        return calls.unparked(reply)
 
     # --- operators ----------------------------------------------------------------------
 

@@ -40,6 +40,10 @@ if TYPE_CHECKING:
 logger = logging.getLogger("redis_tasks")
 
 IDLE_WAIT_MAX = 1.0  # seconds an idle consumer blocks before sweeping expired tasks and leases
+# How long a claim that runs dry parks the worker for a hand-off at enqueue: past its longest
+# wait, so it stays parked while it waits; a worker that died parked is a target this long.
+PARK_MS = int(IDLE_WAIT_MAX * 1000) + 500
+ROUSE_GRACE = 5.0  # seconds a wait ended by rouse() may take to return before it is cancelled
 BACKOFF_MIN = 0.1
 BACKOFF_MAX = 5.0
 DEFAULT_GRACE = 25.0  # seconds running tasks get after SIGTERM before they are handed back
@@ -227,7 +231,9 @@ class Worker:
 
     async def _consume(self, backend: RedisBackend) -> None:
         """Reserve, claim, start; wait when the queues run dry. Until stopped, or (burst) until
-        nothing is due, or until --max-tasks tasks were claimed."""
+        nothing is due, or until --max-tasks tasks were claimed. A claim that runs dry parks the
+        worker (lua/lib/parking.lua): an enqueue may then hand it a task, leased to it already,
+        which its wait brings back without a claim's trip (a burst worker never parks)."""
         assert self.slots is not None
         store, queues, slots = backend.store, self._queues_for(backend), self.slots
         mine: set[asyncio.Task[None]] = set()
@@ -235,6 +241,8 @@ class Worker:
         # The first claim, and a burst worker's last before it exits, sweep and check the
         # queue index now rather than at most every SWEEP_MS / RECONCILE_MS.
         thorough = True
+        park_ms = None if self.burst else PARK_MS
+        parked = False  # by its last claim: the next one unparks it and brings a task handed over
         while not self.stopping:
             count = await slots.reserve()
             if count == 0:
@@ -242,7 +250,10 @@ class Worker:
                     self._stop()
                 break
             try:
-                batch = await store.claim(self.worker_id, count, queues, thorough=thorough)
+                batch = await store.claim(
+                    self.worker_id, count, queues, thorough=thorough, park_ms=park_ms,
+                    parked=parked,
+                )  # fmt: skip
             except (redis.RedisError, OSError) as exc:
                 slots.claimed(count, 0)
                 outage_since = outage_since or time.monotonic()
@@ -262,15 +273,11 @@ class Worker:
             for key in batch.quarantined:
                 logger.error("Backend %r: a key of the wrong type was moved aside to %r",
                              backend.alias, key)  # fmt: skip
+            # Fewer tasks than asked: the queues ran dry, and (unless burst) the claim parked
+            # the worker.
+            parked = park_ms is not None and len(batch.claims) < count
             slots.claimed(count, len(batch.claims))
-            self.leases.hold(backend.alias, batch.claims)  # renewed from now on
-            freshness = execution.Freshness(batch.received_at, backend.config.lease_timeout / 3)
-            for claim in batch.claims:
-                job = asyncio.create_task(self._execute(backend, claim, freshness))
-                mine.add(job)
-                self._running.add(job)
-                job.add_done_callback(mine.discard)
-                job.add_done_callback(self._running.discard)
+            self._start(backend, batch.claims, batch.received_at, mine)
             was_thorough, thorough = thorough, False
             if batch.claims and (self.burst or len(batch.claims) == count):
                 continue
@@ -278,8 +285,8 @@ class Worker:
                 # The tasks just claimed start (a sync one's thread is woken) before this
                 # consumer sets up its wait, which would otherwise hold the GIL first.
                 await asyncio.sleep(0)
-            # Fewer tasks than asked: the queues ran dry, so wait for the next enqueue (or due
-            # time) rather than claim again at once for nothing.
+            # Wait for the next enqueue (or due time) rather than claim again at once for
+            # nothing.
             if self.burst:
                 if not mine:
                     if was_thorough:
@@ -292,7 +299,45 @@ class Worker:
             if batch.next_due_ms is not None:
                 due_in = max(batch.next_due_ms - batch.now_ms, 1) / 1000
                 timeout, precise = min(timeout, due_in), due_in < IDLE_WAIT_MAX
-            await self._wait_for_work(backend, timeout, precise)
+            handed = await self._wait_for_work(backend, timeout, precise)
+            if handed is not None:
+                parked = False  # the hand-off unparked it
+                if slots.take_one():
+                    self._start(backend, [handed], time.monotonic(), mine)
+                else:  # stopping, or the worker's other consumers took the slots meanwhile
+                    await self._hand_back(backend, handed)
+        if parked:
+            await self._unpark(backend)
+
+    def _start(
+        self,
+        backend: RedisBackend,
+        claims: list[Claim],
+        received_at: float,
+        mine: set[asyncio.Task[None]],
+    ) -> None:
+        """Start claimed tasks: their leases are renewed from now on, each runs as a job."""
+        if not claims:
+            return
+        self.leases.hold(backend.alias, claims)
+        freshness = execution.Freshness(received_at, backend.config.lease_timeout / 3)
+        for claim in claims:
+            job = asyncio.create_task(self._execute(backend, claim, freshness))
+            mine.add(job)
+            self._running.add(job)
+            job.add_done_callback(mine.discard)
+            job.add_done_callback(self._running.discard)
+
+    async def _unpark(self, backend: RedisBackend) -> None:
+        """A stopping consumer leaves the parked list; a task handed to it meanwhile goes back
+        to its queue (should Redis fail here, the lease returns it, and the park ends by
+        itself within PARK_MS)."""
+        try:
+            for claim in await backend.store.unpark(self.worker_id):
+                await self._hand_back(backend, claim)
+        except (redis.RedisError, OSError) as exc:
+            logger.warning("Worker %s: could not leave the parked list of %r (%s)",
+                           self.worker_id, backend.alias, exc)  # fmt: skip
 
     def _give_up(self, backend: RedisBackend, exc: BaseException, seconds: float) -> None:
         logger.error(
@@ -309,26 +354,39 @@ class Worker:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._stopping.wait(), seconds)
 
-    async def _wait_for_work(self, backend: RedisBackend, timeout: float, precise: bool) -> None:
-        """Block on the wake list until an enqueue, a stop, or ``timeout``. Redis times out
-        blocked clients only every 1/hz seconds (100 ms by default), so a wait for a deferred
-        task's due time is ended by a timer here instead (``precise``)."""
+    async def _wait_for_work(
+        self, backend: RedisBackend, timeout: float, precise: bool
+    ) -> Claim | None:
+        """Block on the inbox and the wake list until an enqueue, a stop, or ``timeout``;
+        return a task handed over meanwhile. Redis times out blocked clients only every 1/hz
+        seconds (100 ms by default), so a wait for a deferred task's due time is ended by a
+        timer here instead (``precise``). A wait is ended early by a blank entry in the
+        inbox (``rouse``), never by cancelling it: Redis may have taken a handed task off the
+        inbox for a reply that a cancel would drop."""
         assert self._stopping is not None
+        store = backend.store
         server_timeout = timeout + 1 if precise else timeout
-        waiter = asyncio.create_task(backend.store.wait_for_work(server_timeout))
+        waiter = asyncio.create_task(store.wait_for_work(self.worker_id, server_timeout))
         stopper = asyncio.create_task(self._stopping.wait())
-        done, _ = await asyncio.wait(
+        await asyncio.wait(
             {waiter, stopper},
             timeout=timeout if precise else None,
             return_when=asyncio.FIRST_COMPLETED,
         )
-        for pending in (waiter, stopper):
-            if pending not in done:
-                pending.cancel()
+        stopper.cancel()
+        if not waiter.done():
+            with contextlib.suppress(redis.RedisError, OSError):  # then the wait failed too
+                await store.rouse(self.worker_id)
+            await asyncio.wait({waiter}, timeout=ROUSE_GRACE)
+            waiter.cancel()  # (done by now, unless Redis is unreachable)
         await asyncio.gather(waiter, stopper, return_exceptions=True)
-        if waiter in done and waiter.exception() is not None:
+        if waiter.cancelled():
+            return None
+        if waiter.exception() is not None:
             # The next claim meets the same outage and backs off; pause briefly meanwhile.
             await self._sleep(BACKOFF_MIN)
+            return None
+        return waiter.result()
 
     async def _schedule(self, backend: RedisBackend) -> None:
         """Enqueue the backend's periodic tasks as their ticks come (once across workers)."""

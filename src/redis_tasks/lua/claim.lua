@@ -2,7 +2,9 @@
 -- KEYS: running, expiry, queues, dead, wake, workers, heads, due, swept, reconciled
 -- ARGV: prefix, worker_id, lease_ms, max_count, max_attempts, result_ttl|'', sweep_ms,
 --       reconcile_ms, thorough ('1': both now), the queues' limits (JSON, '' for none: see
---       lib/limits.lua), queue names... (none: every queue)
+--       lib/limits.lua), park_ms|'' (park the worker that long if the queues run dry: see
+--       lib/parking.lua), parked ('1': it parked at its last claim), queue names... (none:
+--       every queue)
 -- Returns {now, next_due|-1, {quarantined key...}, {value of each CLAIM_FIELDS..., id, token}, ...}
 -- (next_due: the earliest deferred task's due time, when fewer tasks than asked were claimed)
 --
@@ -12,7 +14,8 @@
 -- deferred tasks promoted to their ready sets (claim/promote.lua); tasks a rate limit held
 -- back returned to their ready sets once their window has room (claim/release.lua); the best
 -- ready tasks taken and leased, past the ones a limit holds back and the paused queues
--- (claim/take.lua).
+-- (claim/take.lua). A worker that parked at its last claim is unparked first, and a task
+-- handed to it meanwhile (lib/handoff.lua) comes with this reply; one that runs dry parks.
 --- @include "lib/clock"
 --- @include "lib/json"
 --- @include "lib/repair"
@@ -22,6 +25,8 @@
 --- @include "lib/finish_failed"
 --- @include "lib/attempts"
 --- @include "lib/limits"
+--- @include "lib/parking"
+--- @include "lib/lease"
 local now = clock_ms()
 local prefix = ARGV[1]
 local worker_id = ARGV[2]
@@ -67,7 +72,7 @@ end
 
 -- The queues served: named ones, or (none named) every queue in the index.
 local named = {}
-for i = 11, #ARGV do named[#named + 1] = ARGV[i] end
+for i = 13, #ARGV do named[#named + 1] = ARGV[i] end
 local queue_limits = ARGV[10] ~= '' and cjson.decode(ARGV[10]) or nil
 -- Paused queues (`redis_tasks pause`): their tasks wait, none is claimed.
 local paused = {}
@@ -93,18 +98,30 @@ local out = {now, -1, quarantined}
 local claimed = 0
 --- @include "claim/take"
 
+if ARGV[12] == '1' then
+  unpark(prefix, worker_id)
+  for _, row in ipairs(take_inbox(prefix, worker_id, #CLAIM_FIELDS)) do
+    out[#out + 1] = row
+    claimed = claimed + 1
+  end
+end
 if gate_open(1, KEYS[9], tonumber(ARGV[7])) then sweep() end
 if gate_open(2, KEYS[10], tonumber(ARGV[8])) then reconcile() end
 
 local due_queues, first_due = promote()
 local next_release = release_due(max_count)
-while claim_round() and claimed < max_count do end
+while claimed < max_count and claim_round() do end
 
 if claimed > 0 then tally(prefix, 'started', claimed, now) end
 if claimed == 0 then
   -- Tokens left by enqueues this claim has now seen would only wake idle workers for nothing;
   -- an enqueue after this script pushes a fresh one, so no wake-up is lost.
   repaired('DEL', KEYS[5])
+end
+if claimed < max_count and ARGV[11] ~= '' then
+  local limited = {}
+  for queue, _ in pairs(queue_limits or {}) do limited[queue] = true end
+  park(prefix, worker_id, named, lease_ms, limited, now + tonumber(ARGV[11]), now)
 end
 if claimed < max_count then  -- the queues ran dry: the worker waits, at most until this
   local first = first_due

@@ -2,4 +2,4 @@
 -- KEYS: queues, sequence, expiry, wake, heads, due
 -- ARGV: prefix, then the batch from ARGV[2].
 --- @include "lib/enqueue_batch"
-return enqueue_batch(ARGV[1], 2, clock_ms())
+return enqueue_batch(ARGV[1], 2, clock_ms(), true)

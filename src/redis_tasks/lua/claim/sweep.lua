@@ -6,6 +6,7 @@
 local function sweep()
   repaired('ZREMRANGEBYSCORE', KEYS[4], '-inf', now - KEEP_ASIDE_MS)
   repaired('ZREMRANGEBYSCORE', KEYS[6], '-inf', now)  -- workers that stopped heartbeating
+  sweep_parking(prefix, now)  -- and those that died parked (lib/parking.lua)
   if result_ttl then
     for _, status in ipairs({'SUCCESSFUL', 'FAILED'}) do
       repaired('ZREMRANGEBYSCORE', prefix .. '{{DONE}}' .. status, '-inf', now - result_ttl * 1000)

@@ -69,26 +69,14 @@ local function claim_round()
       again = true  -- held back: look again for tasks that may run
     else
       claimed = claimed + 1
-      -- The lease token is the attempt's number: unique to this attempt of this task (every
-      -- claim appends to `workers`), and kept in the task after it ends, at no cost.
-      local token = tostring(starts_in(f[F.workers]) + 1)
-      local workers = json_append(f[F.workers], worker_json)
-      -- The first attempt's start is `started_at` alone (readers take it for
-      -- `last_attempted_at` too), which keeps a result's hash smaller.
-      local start = f[F.started_at] and 'last_attempted_at' or 'started_at'
-      local fields = {'status', 'RUNNING', 'owner', token, start, now_text, 'workers', workers}
+      local fields = lease_fields(f, F, #CLAIM_FIELDS, id, worker_json, now_text)
       if #task_limits > 0 then
-        local slots = take_limits(prefix, id, token, task_limits, now)
+        local slots = take_limits(prefix, id, f[#CLAIM_FIELDS + 2], task_limits, now)
         if slots ~= '' then fields[#fields + 1], fields[#fields + 2] = 'slots', slots end
       end
-      -- Dispatched: the `ttl` deadline no longer applies (a retry or a recovery from a lost
-      -- lease must not expire on the old one); blanked in the same write.
-      if f[F.expires_at] then fields[#fields + 1], fields[#fields + 2] = 'expires_at', '' end
       redis.call('HSET', key, unpack(fields))
       leases[#leases + 1], leases[#leases + 2] = deadline_text, id
       started[#started + 1] = id
-      f[F.status], f[F.workers], f[F[start]], f[F.expires_at] = 'RUNNING', workers, now_text, false
-      f[#CLAIM_FIELDS + 1], f[#CLAIM_FIELDS + 2] = id, token
       out[#out + 1] = f
     end
   end

@@ -5,6 +5,7 @@
 --- @include "lib/stats"
 --- @include "lib/depth"
 --- @include "lib/write_task"
+--- @include "lib/handoff"
 -- Queue a batch of tasks, all or none (shared by enqueue.lua and tick.lua).
 -- KEYS: queues, sequence, expiry, wake, heads, due (then anything the caller uses)
 -- ARGV from `at`: maxsize|'', ttl_ms|'', backend alias, count, then per task TASK_FIELDS values:
@@ -12,12 +13,14 @@
 --   max_attempts|'' (the task's own, for recovering from lost workers), signature|'',
 --   limits|'' (its own limit groups: see lib/limits.lua), wf|'' (its workflow: lib/workflow.lua),
 --   trace|'' (the W3C trace context of its enqueue, with tracing on: tracing.py)
+-- With `handoff` (enqueue.lua), a new ready task goes straight to an idle worker when its claim
+-- would take it next (lib/handoff.lua); idle workers are woken for the rest.
 -- Returns {1, now, existing id|'' per task} when queued, {0, waiting} when the backend would
 -- pass maxsize, {-1, id} when an id is taken by another task. An existing id is that of a
 -- unique task already queued or running, returned instead of a new one, or the task's own id
 -- when this very call was queued before (a send repeated after a lost reply: idempotent).
 local TASK_FIELDS = 13  -- (workflow.lua, which includes this file, walks the batch by it too)
-local function enqueue_batch(prefix, at, now)
+local function enqueue_batch(prefix, at, now, handoff)
   local maxsize, ttl = tonumber(ARGV[at]), tonumber(ARGV[at + 1])
   local backend, count = ARGV[at + 2], tonumber(ARGV[at + 3])
   local first = at + 4
@@ -59,6 +62,7 @@ local function enqueue_batch(prefix, at, now)
   -- with '%.17g' by Redis, which costs as much as a small command.
   local now_text = string.format('%d', now)
   local added, best_ready, best_text, first_due, due_text = {}, {}, {}, {}, {}
+  local new_ready = {}  -- queue -> how many new ready tasks
   -- One sequence number per new task, all taken in one step: seq + 1 .. seq + new.
   local seq = 0
   if new > 0 then
@@ -87,15 +91,30 @@ local function enqueue_batch(prefix, at, now)
         if not first_due[queue] or at < first_due[queue] then
           first_due[queue], due_text[queue] = at, at_text
         end
-      elseif not best_ready[queue] or at < best_ready[queue] then
-        best_ready[queue], best_text[queue] = at, at_text
+      else
+        new_ready[queue] = (new_ready[queue] or 0) + 1
+        if not best_ready[queue] or at < best_ready[queue] then
+          best_ready[queue], best_text[queue] = at, at_text
+        end
       end
     end
   end
   for queue, text in pairs(best_text) do index_ready(KEYS[5], queue, text) end
   for queue, text in pairs(due_text) do index_due(KEYS[6], queue, text) end
   if new > 0 then
-    wake(KEYS[4])
+    -- Idle workers are woken unless every new task went to one directly.
+    handoff = handoff and repaired('HLEN', prefix .. '{{PARKING}}') > 0  -- anyone parked?
+    local rouse = next(due_text) ~= nil or not handoff
+    if handoff then
+      for queue, count in pairs(new_ready) do
+        local handed = 0
+        while handed < count and hand_off(prefix, queue, now, now_text) do handed = handed + 1 end
+        if handed < count or redis.call('ZCARD', prefix .. '{{READY}}' .. queue) > 0 then
+          rouse = true  -- (a task handed over may have been an older one, of a better score)
+        end
+      end
+    end
+    if rouse then wake(KEYS[4]) end
     tally(prefix, 'enqueued', new)
   end
   local out = {1, now}
