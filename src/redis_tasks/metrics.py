@@ -32,7 +32,10 @@ from .backend import redis_backends
 from .compat import task_finished
 from .ops import Inspector
 
-EVENTS = ("enqueued", "started", "succeeded", "failed", "retried", "expired", "lost", "handed_back")
+EVENTS = (
+    "enqueued", "started", "succeeded", "failed", "retried", "expired", "lost", "handed_back",
+    "handed_off",
+)  # fmt: skip
 
 TASK_DURATION = Histogram(
     "redis_tasks_task_duration_seconds",
