@@ -29,13 +29,16 @@ import tempfile
 import time
 from collections import defaultdict
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 ROOT = Path(__file__).resolve().parent.parent
 SOURCE = next((a.split("=", 1)[1] for a in sys.argv if a.startswith("--source=")), str(ROOT))
 sys.path[:0] = [str(Path(SOURCE) / "src"), str(ROOT)]
 
 from redis_tasks.testing import RedisServer  # noqa: E402
+
+if TYPE_CHECKING:
+    from redis_tasks.backend import RedisBackend
 
 HOPS = [
     ("enqueue() call", "enqueue", "enqueued"),
@@ -103,11 +106,12 @@ def worker(url: str, out: str) -> None:
         marks.append(("body_end", claim.task_id, now()))
         return outcome
 
-    TaskStore.wait_for_work = traced_wait  # type: ignore[method-assign]
+    # The wrappers take any signature: the tree traced may be an older one.
+    TaskStore.wait_for_work = traced_wait  # type: ignore[method-assign,assignment]
     TaskStore.claim = traced_claim  # type: ignore[method-assign]
-    TaskStore.afinish = traced_afinish  # type: ignore[method-assign]
-    execution.call_sync = traced_call
-    runner = Worker([task_backends["default"]], concurrency=10)
+    TaskStore.afinish = traced_afinish  # type: ignore[method-assign,assignment]
+    execution.call_sync = traced_call  # type: ignore[assignment]
+    runner = Worker([cast("RedisBackend", task_backends["default"])], concurrency=10)
     signal.signal(signal.SIGTERM, lambda *_: runner.request_stop())
     try:
         asyncio.run(runner.run())
@@ -133,7 +137,7 @@ def main() -> None:
 
         from redis_tasks.compat import task_backends
 
-        backend = task_backends["default"]
+        backend = cast("RedisBackend", task_backends["default"])
         child = subprocess.Popen(
             [sys.executable, __file__, f"--source={SOURCE}", "--worker", server.url, out]
         )

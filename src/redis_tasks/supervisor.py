@@ -1,21 +1,28 @@
 """``redis_tasks_worker --processes N``: N worker processes from one command, to use every core.
 
-The parent only supervises: it starts the children (the same command without --processes),
-passes SIGTERM/SIGINT on to them (a second one as EXIT_NOW), restarts a child that dies or
-asks for a fresh process (exit code 3, after a pause) while it is not stopping, replaces at once
-a child that ran its --max-tasks (exit code 4), and exits with the highest exit code of its
-children.
+The parent only supervises: it starts the children, passes SIGTERM/SIGINT on to them (a second
+one as EXIT_NOW), restarts a child that dies or asks for a fresh process (exit code 3, after a
+pause) while it is not stopping, replaces at once a child that ran its --max-tasks (exit code
+4), and exits with the highest exit code of its children.
+
+A child is forked from the supervisor, which has loaded Django and the project already (as
+gunicorn's ``--preload`` does), so a child starts, and a recycled one is replaced, without a
+new interpreter importing everything again. The supervisor itself never talks to Redis or the
+database and runs no threads of its own (the metrics server's aside), so a fork copies nothing
+a child could trip over; a child builds its connections when it first uses them (redis-py's
+pools, and ours, belong to the process that made them).
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import signal
-import subprocess
 import sys
 import time
-from collections.abc import Callable, Sequence
+import traceback
+from collections.abc import Callable
 from types import FrameType
 
 logger = logging.getLogger("redis_tasks")
@@ -25,45 +32,85 @@ EXIT_NOW = signal.SIGUSR1  # the supervisor's second signal, to its children
 EXIT_RECYCLE = 4  # a child's exit code: it ran its --max-tasks; start a fresh one at once
 
 
-def _die_with_parent(parent: int) -> Callable[[], None]:
+def _die_with_parent() -> None:
     """Outside the supervisor's group, a child would outlive a SIGKILLed supervisor: ask
-    Linux to send it SIGTERM (its graceful stop) when the supervisor dies. Runs in the child
-    between fork and exec; a supervisor that died before that is seen by the parent pid."""
-
-    prctl = None
-    if sys.platform == "linux":  # looked up here: the child must not import (or lock) anything
+    Linux to send it SIGTERM (its graceful stop) when the supervisor dies."""
+    if sys.platform == "linux":
         import ctypes
 
-        prctl = ctypes.CDLL(None, use_errno=True).prctl
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
 
-    def arrange() -> None:
-        if prctl is not None:
-            prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-        if os.getppid() != parent:
-            os._exit(0)
 
-    return arrange
+class ForkedChild:
+    """One worker process forked from the supervisor, seen as ``subprocess.Popen`` shows one:
+    ``poll()`` is None while it runs, then its exit code (minus the signal that killed it)."""
+
+    def __init__(self, run: Callable[[], object]) -> None:
+        parent = os.getpid()
+        for stream in (sys.stdout, sys.stderr):  # nothing buffered is written twice
+            stream.flush()
+        # A stop signal waits until the child has its own handlers (the supervisor's would
+        # otherwise run in the child, and signal its siblings).
+        stops = {signal.SIGTERM, signal.SIGINT}
+        signal.pthread_sigmask(signal.SIG_BLOCK, stops)
+        try:
+            self.pid = os.fork()
+            if self.pid == 0:
+                self._become_child(parent, run, stops)
+        finally:
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, stops)
+        self.returncode: int | None = None
+
+    @staticmethod
+    def _become_child(parent: int, run: Callable[[], object], stops: set[signal.Signals]) -> None:
+        """Runs in the child and never returns: its exit code ends the process."""
+        code = 1
+        try:
+            # A process group of its own: Ctrl-C in a terminal reaches only the supervisor,
+            # which passes it on once.
+            os.setpgid(0, 0)
+            _die_with_parent()
+            if os.getppid() != parent:  # the supervisor died before the request was made
+                os._exit(0)
+            for signum in stops:  # not the supervisor's handlers
+                signal.signal(signum, signal.SIG_DFL)
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, stops)
+            os.environ[SUPERVISED] = "1"
+            run()
+            code = 0
+        except SystemExit as exc:
+            code = exc.code if isinstance(exc.code, int) else 0 if exc.code is None else 1
+        except BaseException:
+            traceback.print_exc()
+        finally:
+            for stream in (sys.stdout, sys.stderr):
+                with contextlib.suppress(Exception):  # nothing is left to report it to
+                    stream.flush()
+            os._exit(code)
+
+    def poll(self) -> int | None:
+        if self.returncode is None:
+            pid, status = os.waitpid(self.pid, os.WNOHANG)
+            if pid:
+                self.returncode = os.waitstatus_to_exitcode(status)
+        return self.returncode
+
+    def send_signal(self, signum: int) -> None:
+        if self.poll() is None:
+            os.kill(self.pid, signum)
 
 
 class Supervisor:
-    def __init__(self, child_args: Sequence[str], processes: int, burst: bool) -> None:
-        self.command = [sys.executable, "-m", "django", "redis_tasks_worker", *child_args]
+    def __init__(self, run_child: Callable[[], object], processes: int, burst: bool) -> None:
+        """``run_child`` is the work of one worker process: it runs in each forked child."""
+        self.run_child = run_child
         self.processes = processes
         self.burst = burst
-        self.children: list[subprocess.Popen[bytes]] = []
+        self.children: list[ForkedChild] = []
         self.signals = 0
 
-    def _start(self) -> subprocess.Popen[bytes]:
-        env = dict(os.environ)
-        from django.conf import settings
-
-        env.setdefault("DJANGO_SETTINGS_MODULE", settings.SETTINGS_MODULE)
-        env[SUPERVISED] = "1"
-        # A process group of its own: Ctrl-C in a terminal reaches only the supervisor, which
-        # passes it on once.
-        child = subprocess.Popen(
-            self.command, env=env, process_group=0, preexec_fn=_die_with_parent(os.getpid())
-        )
+    def _start(self) -> ForkedChild:
+        child = ForkedChild(self.run_child)
         logger.info("Started worker process %d", child.pid)
         return child
 
@@ -74,8 +121,7 @@ class Supervisor:
         other."""
         self.signals += 1
         for child in self.children:
-            if child.poll() is None:
-                child.send_signal(signum if self.signals == 1 else EXIT_NOW)
+            child.send_signal(signum if self.signals == 1 else EXIT_NOW)
 
     def _clean_stops(self) -> tuple[int, ...]:
         """Exit codes that mean a child stopped as asked: 0; a child that ran its --max-tasks
@@ -86,6 +132,9 @@ class Supervisor:
         return (0, EXIT_RECYCLE, -signal.SIGTERM, -signal.SIGINT)
 
     def run(self) -> int:
+        from django.db import connections
+
+        connections.close_all()  # a child opens its own (a shared socket would mix replies)
         for signum in (signal.SIGTERM, signal.SIGINT):
             signal.signal(signum, self._forward)
         self.children = [self._start() for _ in range(self.processes)]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import functools
 import logging
 import os
 import random
@@ -22,20 +23,6 @@ from redis_tasks.supervisor import EXIT_NOW, EXIT_RECYCLE, SUPERVISED, Superviso
 from redis_tasks.worker import DEFAULT_BURST_GIVE_UP, DEFAULT_GRACE, Worker
 
 DUPLICATE_WINDOW = 2.0  # seconds: a second stop signal this soon is the same stop
-
-
-def child_args(options: dict[str, Any]) -> list[str]:
-    """The command line of one child of --processes: the same options, one process."""
-    args = [f"--backend={b}" for b in options["backends"]]
-    args += [f"--queue={q}" for q in options["queues"]]
-    for name in ("concurrency", "prefetch", "max_tasks", "max_tasks_jitter", "grace",
-                 "give_up_after"):  # fmt: skip
-        if options[name] is not None:
-            args.append(f"--{name.replace('_', '-')}={options[name]}")
-    if options["burst"]:
-        args.append("--burst")
-    args.append(f"--verbosity={options['verbosity']}")
-    return args
 
 
 def non_negative_float(value: str) -> float:
@@ -186,10 +173,15 @@ class Command(BaseCommand):
 
             serve(options["metrics_port"])  # with --processes, from the supervisor
         if options["processes"] > 1:
-            code = Supervisor(child_args(options), options["processes"], options["burst"]).run()
+            run_child = functools.partial(self._serve, backends, options)
+            code = Supervisor(run_child, options["processes"], options["burst"]).run()
             if code:
                 sys.exit(code)
             return
+        self._serve(backends, options)
+
+    def _serve(self, backends: list[Any], options: dict[str, Any]) -> None:
+        """One worker process: this one, or a child forked by --processes (supervisor.py)."""
         worker = Worker(
             backends,
             queues=options["queues"],
