@@ -77,36 +77,37 @@ def test_a_task_queued_while_a_worker_waits_is_handed_to_it_leased(
     assert clean_redis.zscore(keys.running, result.id) is not None  # leased: the sweep watches
     assert clean_redis.zcard(keys.ready("task_queue")) == 0
     assert clean_redis.llen(keys.wake) == 0  # nobody else is woken for it
-    assert not is_parked(clean_redis) and handed_off(clean_redis) == 1
+    assert handed_off(clean_redis) == 1
     handed = asyncio.run(store().wait_for_work(WORKER, 1.0))
     assert handed is not None and handed.task_id == result.id
     assert handed.fields[b"path"] == b"tests.tasks.add" and b"errors" not in handed.fields
     assert asyncio.run(store().afinish(handed, "SUCCESSFUL", "5")) > 0
     result.refresh()
     assert result.status == TaskResultStatus.SUCCESSFUL and result.return_value == 5
-    # Unparked by the hand-off: the next task waits for a claim, and wakes the idle workers.
-    waiting = tasks.add.enqueue(1, 1)
-    assert inbox(clean_redis) == [] and clean_redis.llen(keys.wake) == 1
+    # It asked for two: parked still, for one more, which fills its room and unparks it.
+    assert is_parked(clean_redis)
+    second = tasks.add.enqueue(1, 1)
+    assert [r[-2] for r in inbox(clean_redis)] == [second.id] and not is_parked(clean_redis)
+    waiting = tasks.add.enqueue(1, 1)  # nobody parked: it waits for a claim, and wakes workers
+    assert len(inbox(clean_redis)) == 1 and clean_redis.llen(keys.wake) == 1
     assert [c.task_id for c in claim(2)] == [waiting.id]
 
 
-def test_one_task_per_park_and_the_rest_wait_for_claims_in_priority_order(
+def test_as_many_tasks_as_it_has_room_for_and_the_rest_wait_in_priority_order(
     clean_redis: redis.Redis,
 ) -> None:
     assert claim(4) == []
-    low = tasks.add.using(priority=-10).enqueue(1, 1)  # handed over: it was alone
+    low = tasks.add.using(priority=-10).enqueue(1, 1)
     assert [r[-2] for r in inbox(clean_redis)] == [low.id]
-    assert claim(4, parked=True)[0].task_id == low.id  # its wait ended: the claim brings it
-    assert inbox(clean_redis) == [] and is_parked(clean_redis)
+    assert claim(2, parked=True)[0].task_id == low.id  # its wait ended: the claim brings it
+    assert inbox(clean_redis) == [] and is_parked(clean_redis)  # with room for one
     b = backend()
     results = b.enqueue_many(tasks.add.using(priority=-5), [((n, n), {}) for n in range(3)])
-    results += b.enqueue_many(tasks.add.using(priority=50), [((9, 9), {})])
-    assert [r[-2] for r in inbox(clean_redis)] == [results[0].id]  # one per park
-    urgent_in_batch = b.enqueue_many(tasks.add, [((1, 2), {})])  # priority 0
-    assert urgent_in_batch  # parked nobody: queued
-    assert [c.task_id for c in claim(9, parked=True)] == [
-        results[0].id, results[3].id, urgent_in_batch[0].id, results[1].id, results[2].id,
-    ]  # fmt: skip
+    assert [r[-2] for r in inbox(clean_redis)] == [results[0].id]  # the first, in FIFO order
+    assert not is_parked(clean_redis) and clean_redis.llen(store().keys.wake) == 1
+    high = tasks.add.using(priority=50).enqueue(9, 9)  # nobody parked: queued
+    claimed = [c.task_id for c in claim(9, parked=True)]
+    assert claimed == [results[0].id, high.id, results[1].id, results[2].id]
 
 
 def test_a_batch_hands_over_its_best_task(clean_redis: redis.Redis) -> None:

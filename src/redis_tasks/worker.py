@@ -299,15 +299,37 @@ class Worker:
             if batch.next_due_ms is not None:
                 due_in = max(batch.next_due_ms - batch.now_ms, 1) / 1000
                 timeout, precise = min(timeout, due_in), due_in < IDLE_WAIT_MAX
-            handed = await self._wait_for_work(backend, timeout, precise)
-            if handed is not None:
-                parked = False  # the hand-off unparked it
-                if slots.take_one():
-                    self._start(backend, [handed], time.monotonic(), mine)
-                else:  # stopping, or the worker's other consumers took the slots meanwhile
-                    await self._hand_back(backend, handed)
+            room = count - len(batch.claims)  # tasks it may be handed while parked
+            parked = await self._wait_parked(backend, timeout, precise, room, mine)
         if parked:
             await self._unpark(backend)
+
+    async def _wait_parked(
+        self,
+        backend: RedisBackend,
+        timeout: float,
+        precise: bool,
+        room: int,
+        mine: set[asyncio.Task[None]],
+    ) -> bool:
+        """Wait, parked, for at most ``timeout``; start each task handed over meanwhile, and
+        wait on (without a claim) while the park has room. Returns whether it is still
+        parked (the next claim then unparks it); its last hand-off unparks it."""
+        assert self.slots is not None
+        deadline = time.monotonic() + timeout
+        while True:
+            left = max(deadline - time.monotonic(), 0.001)
+            handed = await self._wait_for_work(backend, left, precise)
+            if handed is None:  # an enqueue's token, the timeout, or a stop: claim again
+                return True
+            room -= 1
+            if self.slots.take_one():
+                self._start(backend, [handed], time.monotonic(), mine)
+            else:  # stopping, or the worker's other consumers took the slots meanwhile
+                await self._hand_back(backend, handed)
+            if room <= 0 or self.stopping or time.monotonic() >= deadline:
+                return room > 0
+            await asyncio.sleep(0)  # the task starts (its thread is woken) before the wait
 
     def _start(
         self,

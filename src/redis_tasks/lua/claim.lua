@@ -121,7 +121,8 @@ end
 if claimed < max_count and ARGV[11] ~= '' then
   local limited = {}
   for queue, _ in pairs(queue_limits or {}) do limited[queue] = true end
-  park(prefix, worker_id, named, lease_ms, limited, now + tonumber(ARGV[11]), now)
+  park(prefix, worker_id, named, lease_ms, limited, now + tonumber(ARGV[11]), now,
+       max_count - claimed)
 end
 if claimed < max_count then  -- the queues ran dry: the worker waits, at most until this
   local first = first_due

@@ -90,7 +90,12 @@ local function hand_off(prefix, queue, now, now_text)
   repaired('ZREM', prefix .. '{{EXPIRY}}', id)
   tally(prefix, 'started', 1, now)
   tally(prefix, 'handed_off', 1, now)
-  unpark(prefix, worker_id)
+  if (tonumber(info[5]) or 1) > 1 then  -- room for more: it stays parked
+    info[5] = info[5] - 1
+    redis.call('HSET', prefix .. '{{PARKING}}', worker_id, cjson.encode(info))
+  else
+    unpark(prefix, worker_id)
+  end
   local inbox = prefix .. '{{INBOX}}' .. worker_id
   repaired('LPUSH', inbox, cjson.encode(f))
   redis.call('PEXPIRE', inbox, lease_ms)

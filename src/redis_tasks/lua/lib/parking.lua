@@ -3,9 +3,9 @@
 -- tasks than its worker has room for parks the worker: listed under each queue it serves
 -- (`parked:<queue>`, or `parked_any` when it serves every queue) until `till` (ms), with what
 -- a hand-off needs of it in `parking`. The worker then blocks on its inbox and the wake list.
--- A hand-off unparks it, and so does its next claim (lua/claim.lua) or its stop
--- (lua/unpark.lua); a worker that died parked is handed tasks at most until `till`, and its
--- entries go with the claim's sweep.
+-- The hand-off that fills its room unparks it, and so does its next claim (lua/claim.lua) or
+-- its stop (lua/unpark.lua); a worker that died parked is handed tasks at most until `till`,
+-- and its entries go with the claim's sweep.
 local function parked_sets(prefix, queues)
   if #queues == 0 then return {prefix .. '{{PARKED_ANY}}'} end
   local sets = {}
@@ -13,18 +13,19 @@ local function parked_sets(prefix, queues)
   return sets
 end
 -- `limited`: the queues served that have a queue limit ({queue: true}); nothing of theirs is
--- handed over (a limit is the claim's to apply).
--- The keys expire with the last park: nothing is left behind once every worker is gone.
-local function park(prefix, worker_id, queues, lease_ms, limited, till, now)
+-- handed over (a limit is the claim's to apply). `room`: how many tasks it may be handed (its
+-- free slots); the last one unparks it. The keys expire with the last park: nothing is left
+-- behind once every worker is gone.
+local function park(prefix, worker_id, queues, lease_ms, limited, till, now, room)
   for _, set in ipairs(parked_sets(prefix, queues)) do
     repaired('ZADD', set, till, worker_id)
     redis.call('PEXPIRE', set, till - now)
   end
   local parking = prefix .. '{{PARKING}}'
-  repaired('HSET', parking, worker_id, cjson.encode({queues, lease_ms, limited, till}))
+  repaired('HSET', parking, worker_id, cjson.encode({queues, lease_ms, limited, till, room}))
   redis.call('PEXPIRE', parking, till - now)
 end
--- What `park` recorded of a worker ({queues, lease_ms, limited, till}), or nil.
+-- What `park` recorded of a worker ({queues, lease_ms, limited, till, room}), or nil.
 local function parking_of(prefix, worker_id)
   local found = repaired('HGET', prefix .. '{{PARKING}}', worker_id)
   return found and cjson.decode(found)
@@ -36,8 +37,8 @@ local function unpark(prefix, worker_id)
   redis.call('HDEL', prefix .. '{{PARKING}}', worker_id)
 end
 -- The rows (as the claim returns them) of the tasks handed to a worker that it has not taken
--- from its inbox yet, still leased to it; the inbox is emptied. A hand-off unparks, so there
--- is at most one; a row whose lease was lost meanwhile (the worker paused past it) is dropped.
+-- from its inbox yet, still leased to it; the inbox is emptied. A row whose lease was lost
+-- meanwhile (the worker paused past it) is dropped.
 local function take_inbox(prefix, worker_id, width)
   local inbox = prefix .. '{{INBOX}}' .. worker_id
   local rows = {}
