@@ -397,9 +397,11 @@ class Worker:
         )
         stopper.cancel()
         if not waiter.done():
-            with contextlib.suppress(redis.RedisError, OSError):  # then the wait failed too
+            try:
                 await store.rouse(self.worker_id)
-            await asyncio.wait({waiter}, timeout=ROUSE_GRACE)
+                await asyncio.wait({waiter}, timeout=ROUSE_GRACE)
+            except (redis.RedisError, OSError):  # unreachable: nothing can be handed over now
+                pass
             waiter.cancel()  # (done by now, unless Redis is unreachable)
         await asyncio.gather(waiter, stopper, return_exceptions=True)
         if waiter.cancelled():
