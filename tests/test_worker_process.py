@@ -69,6 +69,24 @@ def test_processes_replace_a_child_that_ran_its_max_tasks() -> None:
     assert len(pids) >= 4 and str(proc.pid) not in pids, pids
 
 
+def test_processes_stop_while_children_are_being_replaced() -> None:
+    """Children recycled after every task, and a stop in the middle: it reaches each child,
+    one forked at that very moment included (else the supervisor would wait for it for ever),
+    and the supervisor exits 0."""
+    results = [tasks.add.enqueue(i, 1) for i in range(60)]
+    proc = manage("redis_tasks_worker", "--processes", "2", "--max-tasks", "1",
+                  "--concurrency", "1")  # fmt: skip
+    try:
+        wait_until(lambda: sum(refreshed(r).is_finished for r in results[:10]) >= 6, timeout=60)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        out, _ = proc.communicate(timeout=30)
+    assert proc.returncode == 0, out
+    done = [r for r in results if refreshed(r).is_finished]
+    assert all(r.status == TaskResultStatus.SUCCESSFUL for r in done)
+    assert len({r.worker_ids[0] for r in done}) == len(done)  # one task a process
+
+
 def test_max_tasks_jitter_adds_at_most_its_value_and_needs_max_tasks() -> None:
     from redis_tasks.management.commands.redis_tasks_worker import _with_jitter
 

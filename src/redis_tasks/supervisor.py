@@ -22,7 +22,7 @@ import signal
 import sys
 import time
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from types import FrameType
 
 logger = logging.getLogger("redis_tasks")
@@ -30,6 +30,7 @@ RESTART_PAUSE = 1.0  # seconds between restarts of a child that keeps dying
 SUPERVISED = "REDIS_TASKS_SUPERVISED"  # set in the children's environment
 EXIT_NOW = signal.SIGUSR1  # the supervisor's second signal, to its children
 EXIT_RECYCLE = 4  # a child's exit code: it ran its --max-tasks; start a fresh one at once
+STOPS = {signal.SIGTERM, signal.SIGINT}
 
 
 def _die_with_parent() -> None:
@@ -49,16 +50,9 @@ class ForkedChild:
         parent = os.getpid()
         for stream in (sys.stdout, sys.stderr):  # nothing buffered is written twice
             stream.flush()
-        # A stop signal waits until the child has its own handlers (the supervisor's would
-        # otherwise run in the child, and signal its siblings).
-        stops = {signal.SIGTERM, signal.SIGINT}
-        signal.pthread_sigmask(signal.SIG_BLOCK, stops)
-        try:
-            self.pid = os.fork()
-            if self.pid == 0:
-                self._become_child(parent, run, stops)
-        finally:
-            signal.pthread_sigmask(signal.SIG_UNBLOCK, stops)
+        self.pid = os.fork()  # (under Supervisor._stops_held: see there)
+        if self.pid == 0:
+            self._become_child(parent, run, STOPS)
         self.returncode: int | None = None
 
     @staticmethod
@@ -96,8 +90,12 @@ class ForkedChild:
         return self.returncode
 
     def send_signal(self, signum: int) -> None:
-        if self.poll() is None:
-            os.kill(self.pid, signum)
+        """Signal it, unless it is known to have ended. It does not reap (only the main loop
+        does, between its own steps): a signal handler that reaped could take a child from
+        under the loop's own ``poll()``."""
+        if self.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(self.pid, signum)
 
 
 class Supervisor:
@@ -108,11 +106,29 @@ class Supervisor:
         self.burst = burst
         self.children: list[ForkedChild] = []
         self.signals = 0
+        self.stop_signal = 0  # the first stop signal
+
+    @contextlib.contextmanager
+    def _stops_held(self) -> Iterator[None]:
+        """Stop signals wait while children are forked and listed: the supervisor's handler
+        would otherwise run in a child (and signal its siblings), or miss a child forked but
+        not listed yet. A child unblocks them once it has its own handlers."""
+        signal.pthread_sigmask(signal.SIG_BLOCK, STOPS)
+        try:
+            yield
+        finally:
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, STOPS)
 
     def _start(self) -> ForkedChild:
         child = ForkedChild(self.run_child)
         logger.info("Started worker process %d", child.pid)
         return child
+
+    def _restart(self, index: int) -> None:
+        with self._stops_held():
+            self.children[index] = self._start()
+        if self.signals:  # a stop came meanwhile (a repeat within seconds is the same stop)
+            self.children[index].send_signal(self.stop_signal if self.signals == 1 else EXIT_NOW)
 
     def _forward(self, signum: int, frame: FrameType | None) -> None:
         """The first signal asks the children to stop gracefully; a second one, to exit now.
@@ -120,6 +136,7 @@ class Supervisor:
         unit), so they take a repeat within seconds for the same stop, and EXIT_NOW as the
         other."""
         self.signals += 1
+        self.stop_signal = self.stop_signal or signum
         for child in self.children:
             child.send_signal(signum if self.signals == 1 else EXIT_NOW)
 
@@ -137,7 +154,8 @@ class Supervisor:
         connections.close_all()  # a child opens its own (a shared socket would mix replies)
         for signum in (signal.SIGTERM, signal.SIGINT):
             signal.signal(signum, self._forward)
-        self.children = [self._start() for _ in range(self.processes)]
+        with self._stops_held():
+            self.children = [self._start() for _ in range(self.processes)]
         codes: dict[int, int] = {}
         while len(codes) < len(self.children):
             for index, child in enumerate(self.children):
@@ -147,13 +165,25 @@ class Supervisor:
                 if code == EXIT_RECYCLE and not self.signals:
                     logger.info("Worker process %d ran its --max-tasks; starting a fresh one",
                                 child.pid)  # fmt: skip
-                    self.children[index] = self._start()
+                    self._restart(index)
                 elif code != 0 and not self.burst and not self.signals:  # crashed, EXIT_RESTART
                     logger.warning("Worker process %d exited with %d; starting another",
                                    child.pid, code)  # fmt: skip
                     time.sleep(RESTART_PAUSE)
-                    self.children[index] = self._start()
+                    self._restart(index)
                 else:
                     codes[index] = 0 if code in self._clean_stops() else code
-            time.sleep(0.05)
+            if len(codes) < len(self.children):
+                self._reap()
         return max(codes.values(), default=0)
+
+    def _reap(self) -> None:
+        """Block until a child exits, and record its exit code (a signal's handler runs
+        meanwhile, and the wait goes on after it)."""
+        try:
+            pid, status = os.waitpid(-1, 0)
+        except ChildProcessError:  # none left to wait for (reaped by poll() already)
+            return
+        for child in self.children:
+            if child.pid == pid:
+                child.returncode = os.waitstatus_to_exitcode(status)
