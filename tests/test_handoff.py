@@ -100,6 +100,8 @@ def test_as_many_tasks_as_it_has_room_for_and_the_rest_wait_in_priority_order(
     low = tasks.add.using(priority=-10).enqueue(1, 1)
     assert [r[-2] for r in inbox(clean_redis)] == [low.id]
     assert claim(2, parked=True)[0].task_id == low.id  # its wait ended: the claim brings it
+    stats = clean_redis.hgetall(store().keys.prefix + "stats")
+    assert stats[b"started"] == stats[b"handed_off"] == b"1"  # counted once, at the hand-off
     assert inbox(clean_redis) == [] and is_parked(clean_redis)  # with room for one
     b = backend()
     results = b.enqueue_many(tasks.add.using(priority=-5), [((n, n), {}) for n in range(3)])

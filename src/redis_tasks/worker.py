@@ -276,10 +276,15 @@ class Worker:
             # Fewer tasks than asked: the queues ran dry, and (unless burst) the claim parked
             # the worker.
             parked = park_ms is not None and len(batch.claims) < count
-            slots.claimed(count, len(batch.claims))
-            self._start(backend, batch.claims, batch.received_at, mine)
+            # Tasks handed over while it waited come first; any beyond the slots this claim
+            # holds (a consumer of another backend took some meanwhile) go back.
+            claims, extra = batch.claims[:count], batch.claims[count:]
+            slots.claimed(count, len(claims))
+            self._start(backend, claims, batch.received_at, mine)
+            for claim in extra:
+                await self._hand_back(backend, claim)
             was_thorough, thorough = thorough, False
-            if batch.claims and (self.burst or len(batch.claims) == count):
+            if batch.claims and (self.burst or len(batch.claims) >= count):
                 continue
             if batch.claims:
                 # The tasks just claimed start (a sync one's thread is woken) before this

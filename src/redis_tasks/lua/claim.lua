@@ -98,12 +98,14 @@ local out = {now, -1, quarantined}
 local claimed = 0
 --- @include "claim/take"
 
+local handed = 0  -- tasks handed over while it waited (counted as started by the hand-off)
 if ARGV[12] == '1' then
   unpark(prefix, worker_id)
   for _, row in ipairs(take_inbox(prefix, worker_id, #CLAIM_FIELDS)) do
     out[#out + 1] = row
-    claimed = claimed + 1
+    handed = handed + 1
   end
+  claimed = handed
 end
 if gate_open(1, KEYS[9], tonumber(ARGV[7])) then sweep() end
 if gate_open(2, KEYS[10], tonumber(ARGV[8])) then reconcile() end
@@ -112,7 +114,7 @@ local due_queues, first_due = promote()
 local next_release = release_due(max_count)
 while claimed < max_count and claim_round() do end
 
-if claimed > 0 then tally(prefix, 'started', claimed, now) end
+if claimed > handed then tally(prefix, 'started', claimed - handed, now) end
 if claimed == 0 then
   -- Tokens left by enqueues this claim has now seen would only wake idle workers for nothing;
   -- an enqueue after this script pushes a fresh one, so no wake-up is lost.
